@@ -1,0 +1,125 @@
+"""Copied spans: which output characters came verbatim from which characters of which document."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nest_integrations.chunks import Chunk
+
+__all__ = ["CopiedSpan", "find_spans"]
+
+
+@dataclass(frozen=True)
+class CopiedSpan:
+    """A maximal run of ≥ 2 output tokens that are consecutive tokens of one chunk (NEST.md §8).
+
+    ``response[response_start:response_end] == text`` and, in the original document,
+    ``document[doc_start:doc_end] == text``; both hold by construction and are checked when the
+    span is made.
+    """
+
+    text: str
+    doc_id: str
+    chunk_id: str
+    source: str | None
+    doc_start: int
+    doc_end: int
+    response_start: int
+    response_end: int
+    n_tokens: int
+    metadata: dict[str, Any] | None = None
+
+    def to_dict(self, with_metadata: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not with_metadata:
+            d.pop("metadata")
+        return d
+
+
+def find_spans(
+    token_sources: Sequence[tuple[int, int] | None],
+    token_ends: Sequence[int],
+    response: str,
+    chunks: Sequence[Chunk],
+    chunk_offsets: Sequence[Any],
+    closed_upto: int | None = None,
+) -> list[CopiedSpan]:
+    """Turn per-token provenance into :class:`CopiedSpan` objects.
+
+    Args:
+        token_sources: per output token, (request chunk, token position) if copied, else None.
+        token_ends: per output token, the length of the response decoded up to and including it.
+        response: the response text (possibly cut at a stop string).
+        chunks: request chunk → :class:`Chunk`; chunk_offsets: request chunk → (L, 2) char offsets.
+        closed_upto: only runs that end before this token index count as complete (streaming);
+            None = all runs are complete.
+
+    Runs whose text cannot be located exactly in the response (a multi-byte character split across a
+    boundary, a stop string cutting the run) are trimmed to their exact part or dropped: a span is
+    never reported with offsets that do not hold.
+    """
+    spans: list[CopiedSpan] = []
+    n = len(token_sources)
+    i = 0
+    while i < n:
+        src = token_sources[i]
+        if src is None:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n:
+            nxt = token_sources[j + 1]
+            if nxt is None or nxt[0] != src[0] or nxt[1] != token_sources[j][1] + 1:
+                break
+            j += 1
+        if j > i and (closed_upto is None or j + 1 < closed_upto):
+            span = _make_span(i, j, token_sources, token_ends, response, chunks, chunk_offsets)
+            if span is not None:
+                spans.append(span)
+        i = j + 1
+    return spans
+
+
+def _make_span(i, j, token_sources, token_ends, response, chunks, chunk_offsets) -> CopiedSpan | None:
+    c, p0 = token_sources[i]
+    p1 = token_sources[j][1]
+    chunk = chunks[c]
+    offs = chunk_offsets[c]
+    cs, ce = int(offs[p0][0]), int(offs[p1][1])
+    text = chunk.text[cs:ce]
+    r0 = token_ends[i - 1] if i > 0 else 0
+    r1 = token_ends[j]
+    if r0 >= len(response):
+        return None
+    r1 = min(r1, len(response))
+    segment = response[r0:r1]
+    n_tokens = j - i + 1
+    idx = segment.find(text)
+    if idx < 0:
+        # trim the run to the longest exact piece shared by the response segment and the chunk
+        lead = len(segment) - len(segment.lstrip())
+        core = segment.strip()
+        found = chunk.text.find(core, max(0, cs - 4), ce + 4) if core else -1
+        if not core or found < 0:
+            return None
+        text, cs, idx = core, found, lead
+        ce = cs + len(core)
+    rs = r0 + idx
+    re_ = rs + len(text)
+    if len(text.strip()) == 0 or response[rs:re_] != text or chunk.text[cs:ce] != text:
+        return None
+    meta = dict(chunk.metadata)
+    return CopiedSpan(
+        text=text,
+        doc_id=chunk.doc_id,
+        chunk_id=chunk.chunk_id,
+        source=chunk.source,
+        doc_start=chunk.doc_offset + cs,
+        doc_end=chunk.doc_offset + ce,
+        response_start=rs,
+        response_end=re_,
+        n_tokens=n_tokens,
+        metadata=meta,
+    )

@@ -1,0 +1,137 @@
+"""NestConfig: every hyperparameter of NEST in one validated object.
+
+Names follow ``NEST.md`` §4 (paper symbol in brackets). Shipped defaults are tuned for the default
+model (SmolLM2-135M-Instruct) on the dev data; see ``docs/results.md`` for the measurements.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nest_integrations.errors import ConfigError
+
+__all__ = ["NestConfig", "Method"]
+
+Method = Literal["nest", "ra-nest", "knnlm", "ra", "base"]
+
+
+class NestConfig(BaseModel):
+    """All NEST hyperparameters, validated on construction and on assignment.
+
+    Out-of-range values raise :class:`~nest_integrations.errors.ConfigError` naming the field.
+    Use :meth:`NestConfig.make` (or ``NestConfig(**kwargs)``) and :meth:`replace` for variants.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    # --- what runs -------------------------------------------------------------------------
+    method: Method = Field("nest", description="nest | ra-nest | knnlm | ra | base (the paper's systems).")
+
+    # --- passage stage -----------------------------------------------------------------------
+    passages: int = Field(5, ge=1, le=1000, description="[b] chunks retrieved per request.")
+    retriever: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="Passage retriever.")
+    ra_passages: int = Field(3, ge=1, le=100, description="Chunks put in the prompt by ra / ra-nest.")
+
+    # --- token retrieval ---------------------------------------------------------------------
+    key_layer: int = Field(
+        -2,
+        description="Index into the model's hidden_states tuple used for keys and queries; -2 = input "
+        "of the last decoder layer.",
+    )
+    neighbors: int = Field(64, ge=1, le=100_000, description="[r] token neighbours (clamped to the store size).")
+    encode_on_the_fly: bool = Field(
+        False, description="Encode retrieved chunks per request instead of using precomputed keys."
+    )
+
+    # --- mixture -----------------------------------------------------------------------------
+    alpha: float = Field(0.3, ge=0.0, le=1.0, description="[α] RRC offset: λ = 0.5 at distance ratio α.")
+    tau: float = Field(0.1, gt=0.0, le=10.0, description="[τ] RRC temperature.")
+    lm_temperature: float = Field(0.7, gt=0.0, le=10.0, description="[T_LM] temperature of p_LM in the mixture.")
+    knn_lambda: float = Field(0.7, ge=0.0, le=1.0, description="Fixed λ (LM weight) of the kNN-LM baseline.")
+
+    # --- spans -------------------------------------------------------------------------------
+    delta: float = Field(0.5, ge=0.0, le=1.0, description="[δ] span mode when λ < δ.")
+    gamma: float = Field(0.1, ge=0.0, le=2.0, description="[γ] relaxation: accept g iff p_M(g) > γ/2 · max p_M.")
+    draft_length: int = Field(16, ge=1, le=512, description="[n] tokens per draft.")
+    anchor_rule: Literal["nearest", "lm_preferred"] = Field(
+        "nearest",
+        description="nearest: nearest neighbour whose value is w (paper); lm_preferred: the neighbour "
+        "whose value the LM rates highest (official code).",
+    )
+    acceptance: Literal["relaxed", "lossless"] = Field(
+        "relaxed", description="relaxed (paper) or lossless (accept only the LM's own greedy token)."
+    )
+    mask_copied: Literal["span", "first", "none"] = Field(
+        "span", description="No re-copying: mask every copied entry (paper), only a step's first, or none."
+    )
+    span_stop: Literal["chunk_end", "sentence_end"] = Field(
+        "sentence_end",
+        description="Where a copied run ends: at its chunk's end (paper) or after the sentence it "
+        "completes, when the LM alone chooses the next token.",
+    )
+    continue_in_token_mode: bool = Field(
+        True,
+        description="In token mode (λ ≥ δ), when w is the nearest neighbour's value, draft that "
+        "neighbour's continuation in the next forward pass.",
+    )
+    max_span_tokens: int | None = Field(
+        None, ge=1, description="Cap on tokens per copied run (None = no cap)."
+    )
+
+    # --- generation --------------------------------------------------------------------------
+    max_new_tokens: int = Field(128, description="Maximum tokens generated (> 0).")
+    stop: list[str] = Field(default_factory=list, description="Stop strings (not included in the output).")
+    system_prompt: str | None = Field(
+        None, description="System message for chat models (None = the chat template's default)."
+    )
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _positive_tokens(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("max_new_tokens must be > 0")
+        return v
+
+    @field_validator("stop")
+    @classmethod
+    def _nonempty_stops(cls, v: list[str]) -> list[str]:
+        if any(s == "" for s in v):
+            raise ValueError("stop strings must be non-empty")
+        return v
+
+    def __init__(self, **data: object) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+    def replace(self, **changes: object) -> NestConfig:
+        """Return a validated copy with ``changes`` applied."""
+        return NestConfig(**{**self.model_dump(), **changes})
+
+    @property
+    def uses_retrieval_in_prompt(self) -> bool:
+        """True for the systems that put ``ra_passages`` chunks in the prompt (ra, ra-nest)."""
+        return self.method in ("ra", "ra-nest")
+
+    @property
+    def uses_token_store(self) -> bool:
+        """True for the systems that search the token store while decoding (nest, ra-nest, knnlm)."""
+        return self.method in ("nest", "ra-nest", "knnlm")
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg} (got {err.get('input')!r})")
+    return "invalid NestConfig: " + "; ".join(parts)

@@ -1,0 +1,270 @@
+"""The NEST decoding loop (NEST.md §3): token or span, one-pass verification, KV-cache rollback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from nest_integrations.config import NestConfig
+from nest_integrations.decoding.acceptor import make_acceptor
+from nest_integrations.decoding.cache import crop_cache
+from nest_integrations.decoding.knn import knn_distribution, mixture, rrc_lambda, search
+from nest_integrations.decoding.proposer import SpanProposer
+from nest_integrations.models import LoadedModel
+from nest_integrations.store.token_store import RequestStore
+
+__all__ = ["Committed", "DecodeStats", "NestDecoder"]
+
+_SENTENCE_END = ".!?"
+_CLOSERS = "\"')]»”’"
+
+
+@dataclass(frozen=True)
+class Committed:
+    """One generated token. ``source`` = (request chunk, token position) when copied from the store."""
+
+    token: int
+    source: tuple[int, int] | None = None
+
+
+@dataclass
+class DecodeStats:
+    """Counters of one decoding run (times in seconds)."""
+
+    forward_passes: int = 0
+    tokens_drafted: int = 0
+    tokens_accepted: int = 0
+    drafts: int = 0
+    knn_searches: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    knn_s: float = 0.0
+
+
+class NestDecoder:
+    """Runs NEST (or a baseline) for one prompt against one :class:`RequestStore`.
+
+    ``run`` is a generator: it yields the list of tokens committed by each step, so callers can
+    stream, check EOS / stop strings and stop it by closing it. With ``store=None`` (or an empty
+    store) every step is the LM alone (λ = 1), i.e. greedy decoding.
+    """
+
+    def __init__(self, lm: LoadedModel, config: NestConfig) -> None:
+        self.lm = lm
+        self.cfg = config
+        self.acceptor = make_acceptor(config.acceptance, config.gamma)
+        self.proposer = SpanProposer(config.anchor_rule, config.draft_length)
+        self.stats = DecodeStats()
+        self._vocab = int(lm.model.config.vocab_size)
+
+    # ---- model calls ---------------------------------------------------------------------
+    def _forward(self, ids: list[int], cache, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed ``ids`` after the cache; returns logits (P, V) float32 and key-layer states (P, D) float32."""
+        dev = self.lm.device
+        kwargs = {"logits_to_keep": 1} if last_only else {}
+        out = self.lm.model(
+            input_ids=torch.tensor([ids], dtype=torch.long, device=dev),
+            past_key_values=cache,
+            use_cache=True,
+            output_hidden_states=True,
+            **kwargs,
+        )
+        self.stats.forward_passes += 1
+        hs = out.hidden_states[self.cfg.key_layer][0]
+        if last_only:
+            hs = hs[-1:]
+        return out.logits[0].float().cpu(), hs.float().cpu()
+
+    # ---- distributions ------------------------------------------------------------------
+    def _mix(self, store: RequestStore | None, logits: torch.Tensor, hidden: torch.Tensor, lm_only: bool = False):
+        """p_M (P, V), λ (P,), neighbour entries (P, r) and p_LM (P, V) at P positions."""
+        cfg = self.cfg
+        p_lm = torch.softmax(logits / cfg.lm_temperature, dim=-1)
+        if store is None or len(store) == 0 or lm_only or cfg.method in ("base", "ra"):
+            return p_lm, torch.ones(logits.shape[0]), None, p_lm
+        t0 = time.perf_counter()
+        nb = search(store, hidden, cfg.neighbors)
+        self.stats.knn_searches += 1
+        p_knn = knn_distribution(store, nb, self._vocab, hidden.shape[-1])
+        if nb.count == 0:
+            lam = torch.ones(logits.shape[0])
+        elif cfg.method == "knnlm":
+            lam = torch.full((logits.shape[0],), cfg.knn_lambda)
+        else:
+            lam = rrc_lambda(nb, cfg.alpha, cfg.tau)
+        self.stats.knn_s += time.perf_counter() - t0
+        return mixture(p_lm, p_knn, lam), lam, nb.entries, p_lm
+
+    def _choose(self, p_m: torch.Tensor, logits: torch.Tensor) -> int:
+        if self.cfg.acceptance == "lossless":
+            return int(torch.argmax(logits))
+        return int(torch.argmax(p_m))
+
+    def _ends_sentence(self, store: RequestStore, chunk: int, pos: int) -> bool:
+        text = store.texts[chunk]
+        start, end = (int(x) for x in store.chunks[chunk][1].offsets[pos])
+        if "\n" in text[start:end]:
+            return True
+        tail = text[start:end].rstrip(_CLOSERS)
+        if not tail or tail[-1] not in _SENTENCE_END:
+            return False
+        return end >= len(text) or text[end].isspace() or text[end] in _CLOSERS
+
+    # ---- the loop ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def run(self, prompt_ids: list[int], store: RequestStore | None, max_new_tokens: int) -> Iterator[list[Committed]]:
+        """Decode up to ``max_new_tokens`` tokens after ``prompt_ids``; yields each step's commits.
+
+        State between steps: the KV cache holds the prompt and every committed token except
+        ``pending`` (at most one token, committed but not yet fed); ``cur`` is the LM output at the
+        last cached token (valid when nothing is pending); ``cont`` is the next chunk position of a
+        copied run that continues. Each forward pass feeds the pending token plus the draft of the
+        continuing run, so a draft costs no extra pass (NEST.md §3.5–3.6).
+        """
+        from transformers import DynamicCache
+
+        cfg = self.cfg
+        use_spans = cfg.method in ("nest", "ra-nest") and store is not None and len(store) > 0
+        stats = self.stats
+        cache = DynamicCache(config=self.lm.model.config)
+        t0 = time.perf_counter()
+        logits, hidden = self._forward(prompt_ids, cache, last_only=True)
+        stats.prefill_s = time.perf_counter() - t0
+        t_dec = time.perf_counter()
+        cur_logits, cur_h = logits[-1], hidden[-1]
+        n_cached = len(prompt_ids)
+        pending: list[Committed] = []
+        cont: tuple[int, int] | None = None
+        run_len = 0
+        lm_only = False
+        generated = 0
+        try:
+            while generated < max_new_tokens:
+                remaining = max_new_tokens - generated
+                if not pending and cont is None:
+                    # decision step at the current position (NEST.md §3.4)
+                    commit, cont, lm_only = self._decide(store, cur_logits, cur_h, lm_only, use_spans)
+                    run_len = 1 if commit.source is not None else 0
+                    if commit.source is not None:
+                        self._mask([commit], store)
+                    pending = [commit]
+                    generated += 1
+                    yield [commit]
+                    continue
+                # one forward: the pending token + the continuation draft of the current copied run
+                draft_pos: list[int] = []
+                chunk = -1
+                if cont is not None and store is not None:
+                    chunk, pos = cont
+                    draft_pos = self._cut_draft(store, chunk, self.proposer.draft(store, chunk, pos, remaining), run_len)
+                    cont = None
+                if not pending and not draft_pos:
+                    continue
+                draft = [int(store.chunk_tokens(chunk)[p]) for p in draft_pos] if draft_pos else []
+                n_p = len(pending)
+                logits, hidden = self._forward([c.token for c in pending] + draft, cache)
+                k = 0
+                if draft:
+                    stats.drafts += 1
+                    stats.tokens_drafted += len(draft)
+                    if n_p:
+                        pred_logits, pred_h = logits[n_p - 1 : n_p - 1 + len(draft)], hidden[n_p - 1 : n_p - 1 + len(draft)]
+                    else:
+                        pred_logits = torch.cat([cur_logits[None], logits[: len(draft) - 1]])
+                        pred_h = torch.cat([cur_h[None], hidden[: len(draft) - 1]])
+                    p_m, _, _, _ = self._mix(store, pred_logits, pred_h)
+                    k = self.acceptor.accept_length(p_m, pred_logits, torch.tensor(draft, dtype=torch.long))
+                    stats.tokens_accepted += k
+                kept = n_p + k
+                if kept < n_p + len(draft):
+                    crop_cache(cache, n_cached + kept)
+                n_cached += kept
+                commits = [Committed(draft[i], (chunk, draft_pos[i])) for i in range(k)]
+                self._mask(commits, store)
+                run_len += k
+                pending = []
+                if k < len(draft):
+                    if k == 0 and n_p == 0:
+                        # a continuation rejected at its first token: nothing to commit, decide afresh
+                        continue
+                    # first rejection: append argmax p_M at that position, without attribution
+                    corr = Committed(self._choose(p_m[k], pred_logits[k]), None)
+                    commits.append(corr)
+                    pending = [corr]
+                    run_len = 0
+                else:
+                    cur_logits, cur_h = logits[-1], hidden[-1]
+                    if draft:
+                        cont, lm_only = self._after_copy(store, chunk, draft_pos[-1], run_len)
+                if commits:
+                    generated += len(commits)
+                    yield commits
+        finally:
+            stats.decode_s = time.perf_counter() - t_dec
+
+    def _decide(self, store, cur_logits, cur_h, lm_only, use_spans):
+        """Token or span at the current position: returns (commit, continuation, lm_only)."""
+        cfg = self.cfg
+        p_m, lam, entries, p_lm = self._mix(store, cur_logits[None], cur_h[None], lm_only)
+        w = self._choose(p_m[0], cur_logits)
+        if not use_spans or lm_only or entries is None or entries.shape[1] == 0:
+            return Committed(w, None), None, False
+        if float(lam[0]) < cfg.delta:
+            anchor = self.proposer.anchor(store, entries[0], w, p_lm[0])
+            if anchor is not None and int(store.chunk_tokens(anchor[0])[anchor[1]]) != w:
+                # lm_preferred rule: the anchor's value is not argmax p_M; copy only if it passes
+                # the acceptance rule at this position
+                tok = int(store.chunk_tokens(anchor[0])[anchor[1]])
+                if self.acceptor.accept_length(p_m, cur_logits[None], torch.tensor([tok])) == 1:
+                    w = tok
+                else:
+                    anchor = None
+        elif cfg.continue_in_token_mode:
+            e = int(entries[0, 0])
+            anchor = None
+            if int(store.values[e]) == w:
+                anchor = (int(store.entry_chunk[e]), int(store.entry_pos[e]) + 1)
+        else:
+            anchor = None
+        if anchor is None:
+            return Committed(w, None), None, False
+        chunk, pos = anchor
+        cont, lm_only = self._after_copy(store, chunk, pos, 1)
+        return Committed(w, anchor), cont, lm_only
+
+    def _after_copy(self, store: RequestStore, chunk: int, last_pos: int, run_len: int):
+        """After copying chunk token ``last_pos``: (continuation or None, whether the LM picks next)."""
+        cfg = self.cfg
+        if cfg.span_stop == "sentence_end" and self._ends_sentence(store, chunk, last_pos):
+            return None, True
+        if cfg.max_span_tokens is not None and run_len >= cfg.max_span_tokens:
+            return None, True
+        if last_pos + 1 < len(store.chunk_tokens(chunk)):
+            return (chunk, last_pos + 1), False
+        return None, False
+
+    def _cut_draft(self, store: RequestStore, chunk: int, positions: list[int], run_len: int) -> list[int]:
+        """Apply the span stop rules to a draft: sentence end (inclusive) and the per-run cap."""
+        cfg = self.cfg
+        if cfg.max_span_tokens is not None:
+            positions = positions[: max(0, cfg.max_span_tokens - run_len)]
+        if cfg.span_stop == "sentence_end":
+            for i, p in enumerate(positions):
+                if self._ends_sentence(store, chunk, p):
+                    return positions[: i + 1]
+        return positions
+
+    def _mask(self, commits: list[Committed], store: RequestStore | None) -> None:
+        """No re-copying (NEST.md §3.7): mask the entries whose values were just copied."""
+        mode = self.cfg.mask_copied
+        if store is None or mode == "none":
+            return
+        for i, c in enumerate(commits):
+            if c.source is None or (mode == "first" and i > 0):
+                continue
+            chunk, pos = c.source
+            if pos >= 1:
+                store.mask[store.entry_of(chunk, pos)] = True

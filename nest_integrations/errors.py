@@ -1,0 +1,50 @@
+"""Typed errors raised by nest-integrations.
+
+Every error a user can cause derives from :class:`NestError`, so callers can catch one type.
+Messages name the problem and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NestError",
+    "ConfigError",
+    "ModelNotFoundError",
+    "EmptyCorpusError",
+    "EmptyQuestionError",
+    "PromptTooLongError",
+    "DatastoreError",
+    "OffsetError",
+]
+
+
+class NestError(Exception):
+    """Base class of every error raised on purpose by nest-integrations."""
+
+
+class ConfigError(NestError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class ModelNotFoundError(NestError, FileNotFoundError):
+    """The requested model is neither a local directory nor in the local Hugging Face cache."""
+
+
+class EmptyCorpusError(NestError, ValueError):
+    """The corpus holds no usable text (no documents, or only empty / whitespace-only ones)."""
+
+
+class EmptyQuestionError(NestError, ValueError):
+    """The question or prompt is empty or whitespace only."""
+
+
+class PromptTooLongError(NestError, ValueError):
+    """The prompt (plus the tokens to generate) does not fit the model's context window."""
+
+
+class DatastoreError(NestError):
+    """A datastore is damaged, of an unknown format, or was built with another model."""
+
+
+class OffsetError(NestError, ValueError):
+    """A chunk's character offset does not point at its text in the original document."""

@@ -1,0 +1,62 @@
+"""Prompt construction: chat template of the model, question, and (for RA systems) passages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nest_integrations.errors import EmptyQuestionError
+
+__all__ = ["Message", "to_messages", "last_user_text", "with_context", "render_prompt"]
+
+Message = Mapping[str, Any]
+
+RA_INSTRUCTION = "Answer the question using the context below. Answer in one sentence."
+
+
+def to_messages(prompt: str | Sequence[Message], system_prompt: str | None = None) -> list[dict[str, str]]:
+    """A list of chat messages from a question string or from messages (role/content dicts)."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise EmptyQuestionError("the question is empty")
+        msgs = [{"role": "user", "content": prompt}]
+    else:
+        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
+        if not msgs:
+            raise EmptyQuestionError("the message list is empty")
+    if system_prompt is not None and msgs[0]["role"] != "system":
+        msgs.insert(0, {"role": "system", "content": system_prompt})
+    return msgs
+
+
+def last_user_text(messages: Sequence[Message]) -> str:
+    """The content of the last user message (the default retrieval query)."""
+    for m in reversed(messages):
+        if m["role"] == "user":
+            text = str(m["content"])
+            if not text.strip():
+                raise EmptyQuestionError("the last user message is empty")
+            return text
+    raise EmptyQuestionError("no user message to answer")
+
+
+def with_context(messages: list[dict[str, str]], passages: Sequence[str]) -> list[dict[str, str]]:
+    """Put ``passages`` into the last user message (the RA prompt of the paper: top-k chunks in the prompt)."""
+    out = [dict(m) for m in messages]
+    for m in reversed(out):
+        if m["role"] == "user":
+            context = "\n\n".join(passages)
+            m["content"] = f"{RA_INSTRUCTION}\n\nContext:\n{context}\n\nQuestion: {m['content']}"
+            break
+    return out
+
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, str]], raw: bool = False) -> list[int]:
+    """Token ids of the prompt: the tokenizer's chat template (with generation prompt) or raw text."""
+    if raw or getattr(tokenizer, "chat_template", None) is None:
+        text = "\n".join(m["content"] for m in messages)
+        return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, Mapping) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return [int(i) for i in ids]

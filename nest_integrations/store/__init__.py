@@ -1,0 +1,6 @@
+"""Token store: keys (LM hidden states), values (next tokens) and their character spans, per chunk."""
+
+from nest_integrations.store.encoder import KeyEncoder
+from nest_integrations.store.token_store import ChunkKeys, RequestStore, TokenStore
+
+__all__ = ["ChunkKeys", "KeyEncoder", "RequestStore", "TokenStore"]

@@ -1,0 +1,98 @@
+"""Encode chunks into token keys with the LM itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from nest_integrations.errors import PromptTooLongError
+from nest_integrations.models import LoadedModel
+from nest_integrations.store.token_store import ChunkKeys
+
+__all__ = ["KeyEncoder"]
+
+
+class KeyEncoder:
+    """Turns chunk texts into :class:`ChunkKeys` using the SAME LM that decodes.
+
+    Each chunk is encoded alone (no special tokens, no prompt): key j = hidden state of layer
+    ``key_layer`` at token j, shape (L, D), stored as float16. Chunks are batched by length with
+    right padding, which leaves every real position's hidden state unchanged under a causal mask.
+    Only the decoder stack runs (no LM head).
+    """
+
+    def __init__(self, lm: LoadedModel, key_layer: int = -2, batch_tokens: int = 4096) -> None:
+        self.lm = lm
+        self.key_layer = key_layer
+        self.batch_tokens = batch_tokens
+        n_states = lm.model.config.num_hidden_layers + 1
+        if not -n_states <= key_layer < n_states:
+            raise ValueError(f"key_layer {key_layer} out of range for a model with {n_states} hidden states")
+
+    def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids (L,) int32 and character offsets (L, 2) int32 of ``text`` alone."""
+        enc = self.lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = np.asarray(enc["input_ids"], dtype=np.int32)
+        offs = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(-1, 2)
+        return ids, offs
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[ChunkKeys]:
+        """Encode ``texts``; returns one :class:`ChunkKeys` per text, in order.
+
+        ``progress`` is called with the number of tokens encoded after each batch.
+        """
+        toks = [self.tokenize(t) for t in texts]
+        limit = self.lm.context_window
+        for i, (ids, _) in enumerate(toks):
+            if len(ids) > limit:
+                raise PromptTooLongError(
+                    f"chunk {i} has {len(ids)} tokens, more than the model's context window ({limit}); "
+                    "split documents into smaller chunks"
+                )
+        order = sorted(range(len(texts)), key=lambda i: len(toks[i][0]))
+        results: list[ChunkKeys | None] = [None] * len(texts)
+        batch: list[int] = []
+        max_len = 0
+        for i in order:
+            n = max(1, len(toks[i][0]))
+            if batch and max(max_len, n) * (len(batch) + 1) > self.batch_tokens:
+                self._run(batch, toks, results, progress)
+                batch, max_len = [], 0
+            batch.append(i)
+            max_len = max(max_len, n)
+        if batch:
+            self._run(batch, toks, results, progress)
+        return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def _run(self, batch, toks, results, progress) -> None:
+        lm = self.lm
+        lens = [len(toks[i][0]) for i in batch]
+        width = max(max(lens), 1)
+        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, i in enumerate(batch):
+            ids = toks[i][0]
+            input_ids[r, : len(ids)] = torch.from_numpy(ids.astype(np.int64))
+            mask[r, : len(ids)] = 1
+        device = lm.device
+        body = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model.model
+        out = body(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        hs = out.hidden_states[self.key_layer].to(torch.float16).cpu().numpy()
+        for r, i in enumerate(batch):
+            ids, offs = toks[i]
+            results[i] = ChunkKeys(token_ids=ids, offsets=offs, keys=np.ascontiguousarray(hs[r, : len(ids)]))
+        if progress is not None:
+            progress(sum(lens))

@@ -1,0 +1,126 @@
+"""The token store and the per-request view of it that the decoder searches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["ChunkKeys", "TokenStore", "RequestStore"]
+
+
+@dataclass(frozen=True)
+class ChunkKeys:
+    """Keys of one chunk.
+
+    Attributes:
+        token_ids: (L,) int32 token ids of the chunk text alone.
+        offsets: (L, 2) int32 character range of each token in the chunk text.
+        keys: (L, D) float16 hidden states; entry j (j < L-1) has key ``keys[j]`` and value
+            ``token_ids[j+1]`` whose characters are ``offsets[j+1]``.
+    """
+
+    token_ids: np.ndarray
+    offsets: np.ndarray
+    keys: np.ndarray
+
+    @property
+    def n_entries(self) -> int:
+        return max(0, len(self.token_ids) - 1)
+
+
+class TokenStore:
+    """Keys of every chunk of a corpus, computed ahead of time or on first use.
+
+    ``encode_fn`` turns a list of chunk indices into their :class:`ChunkKeys`; it is called for the
+    chunks that have no keys yet (all of them in :meth:`precompute`, only the retrieved ones
+    otherwise). Both paths run the same encoder, so they give the same keys.
+    """
+
+    def __init__(self, n_chunks: int, encode_fn: Callable[[Sequence[int]], list[ChunkKeys]]) -> None:
+        self.n_chunks = n_chunks
+        self._encode_fn = encode_fn
+        self._keys: dict[int, ChunkKeys] = {}
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._keys
+
+    def get(self, index: int) -> ChunkKeys:
+        self.ensure([index])
+        return self._keys[index]
+
+    def put(self, index: int, keys: ChunkKeys) -> None:
+        self._keys[index] = keys
+
+    def ensure(self, indices: Sequence[int]) -> int:
+        """Encode the chunks among ``indices`` that have no keys yet; returns how many were encoded."""
+        missing = sorted({i for i in indices if i not in self._keys})
+        if missing:
+            for i, ck in zip(missing, self._encode_fn(missing), strict=True):
+                self._keys[i] = ck
+        return len(missing)
+
+    def precompute(self) -> None:
+        """Encode every chunk now (indexing time)."""
+        self.ensure(range(self.n_chunks))
+
+    def drop(self) -> None:
+        """Forget all cached keys (they are recomputed on demand)."""
+        self._keys.clear()
+
+    def request_view(
+        self, chunk_indices: Sequence[int], texts: Sequence[str], device: torch.device | str = "cpu"
+    ) -> RequestStore:
+        """Gather the entries of ``chunk_indices`` (whose texts are ``texts``) into a :class:`RequestStore`."""
+        self.ensure(chunk_indices)
+        return RequestStore([(i, self._keys[i]) for i in chunk_indices], texts, device=device)
+
+
+class RequestStore:
+    """The entries of the chunks retrieved for one request, as float32 tensors for exact search.
+
+    Attributes:
+        keys: (M, D) float32 keys of all entries; ``sq_norms``: (M,) their squared norms.
+        values: (M,) long next-token ids.
+        entry_chunk: (M,) position of each entry's chunk in ``chunks``; entry_pos: (M,) its key
+            position j (the value is token j+1 of that chunk).
+        mask: (M,) bool, True where an entry is masked (already copied, NEST.md §3.7).
+        chunks: list of (corpus chunk index, ChunkKeys) in retrieval order; texts: their texts.
+    """
+
+    def __init__(
+        self, chunks: list[tuple[int, ChunkKeys]], texts: Sequence[str], device: torch.device | str = "cpu"
+    ) -> None:
+        self.chunks = chunks
+        self.texts = list(texts)
+        self.chunk_starts: list[int] = []
+        key_parts, val_parts, chunk_parts, pos_parts = [], [], [], []
+        start = 0
+        for c, (_, ck) in enumerate(chunks):
+            n = ck.n_entries
+            self.chunk_starts.append(start)
+            key_parts.append(ck.keys[:n])
+            val_parts.append(ck.token_ids[1 : n + 1])
+            chunk_parts.append(np.full(n, c, dtype=np.int64))
+            pos_parts.append(np.arange(n, dtype=np.int64))
+            start += n
+        dim = chunks[0][1].keys.shape[1] if chunks else 0
+        keys = np.concatenate(key_parts) if key_parts else np.zeros((0, dim), np.float16)
+        self.keys = torch.from_numpy(keys.astype(np.float32)).to(device)
+        self.sq_norms = (self.keys * self.keys).sum(-1)
+        self.values = torch.from_numpy(np.concatenate(val_parts).astype(np.int64) if val_parts else np.zeros(0, np.int64)).to(device)
+        self.entry_chunk = torch.from_numpy(np.concatenate(chunk_parts) if chunk_parts else np.zeros(0, np.int64))
+        self.entry_pos = torch.from_numpy(np.concatenate(pos_parts) if pos_parts else np.zeros(0, np.int64))
+        self.mask = torch.zeros(len(self.values), dtype=torch.bool, device=self.keys.device)
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def entry_of(self, chunk: int, token_pos: int) -> int:
+        """Entry whose VALUE is token ``token_pos`` (≥ 1) of request chunk ``chunk``."""
+        return self.chunk_starts[chunk] + token_pos - 1
+
+    def chunk_tokens(self, chunk: int) -> np.ndarray:
+        return self.chunks[chunk][1].token_ids
