@@ -278,6 +278,8 @@ class NestEngine:
                     emitted = safe
         finally:
             gen.close()
+        # a generation cut inside a multi-byte character leaves a replacement character: drop it
+        text = text.rstrip("\ufffd")
         spans = find_spans(sources, ends, text, req_chunks, offsets)
         stats.output_tokens = len(ids)
         stats.forward_passes = decoder.stats.forward_passes

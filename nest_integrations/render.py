@@ -1,0 +1,133 @@
+"""Terminal rendering of a :class:`~nest_integrations.engine.NestResult`: marked answer, sources, stats.
+
+Pure functions of the result (no printing, no terminal detection): the caller decides on colour.
+
+- :func:`mark_answer`: the answer with ``[n]`` after each copied span (spans highlighted with ANSI
+  bold / colour when ``color`` is true).
+- :func:`render_sources`: ``Sources`` list, one line per span:
+  ``[n] source-or-doc_id, line L, chars doc_start–doc_end: "span text"``.
+- :func:`render_stats`: one footer line (tokens, forward passes, copied %, tokens/s, seconds).
+- :func:`render_answer`: the three together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nest_integrations.attribution import CopiedSpan
+    from nest_integrations.engine import GenerationStats, NestResult
+
+__all__ = [
+    "mark_answer",
+    "render_answer",
+    "render_sources",
+    "render_stats",
+    "line_number",
+    "ordered_spans",
+]
+
+# ANSI styles
+_RESET = "\x1b[0m"
+_SPAN = "\x1b[1;36m"  # bold cyan: copied text
+_MARK = "\x1b[1;33m"  # bold yellow: [n] markers
+_DIM = "\x1b[2m"  # dim: stats footer
+_HEAD = "\x1b[1m"  # bold: headings
+
+_MAX_QUOTE = 200
+
+
+def _style(text: str, code: str, color: bool) -> str:
+    return f"{code}{text}{_RESET}" if color and text else text
+
+
+def ordered_spans(spans: Sequence[CopiedSpan]) -> list[CopiedSpan]:
+    """Spans sorted by their position in the response: span ``n`` (1-based) gets marker ``[n]``."""
+    return sorted(spans, key=lambda s: (s.response_start, s.response_end))
+
+
+def line_number(document_text: str, offset: int) -> int:
+    """1-based line number of character ``offset`` in ``document_text``."""
+    return document_text.count("\n", 0, max(0, offset)) + 1
+
+
+def mark_answer(result: NestResult, color: bool = False) -> str:
+    """The answer text with a ``[n]`` marker after each copied span (highlighted when ``color``)."""
+    text = result.text
+    parts: list[str] = []
+    pos = 0
+    for n, span in enumerate(ordered_spans(result.spans), start=1):
+        start, end = span.response_start, span.response_end
+        if start < pos or end > len(text) or start >= end:  # overlapping or out of range: never happens
+            continue
+        piece = text[start:end]
+        core = piece.lstrip()  # highlight the words, not the blank before them
+        parts.append(text[pos:start] + piece[: len(piece) - len(core)])
+        parts.append(_style(core, _SPAN, color))
+        parts.append(_style(f"[{n}]", _MARK, color))
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _quote(text: str) -> str:
+    """A one-line quotation of span text (newlines shown as ``\\n``, long text shortened)."""
+    one_line = text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace('"', '\\"')
+    if len(one_line) > _MAX_QUOTE:
+        one_line = one_line[: _MAX_QUOTE - 1] + "…"
+    return f'"{one_line}"'
+
+
+def render_sources(
+    result: NestResult,
+    documents: Mapping[str, str] | None = None,
+    color: bool = False,
+) -> str:
+    """The ``Sources`` list of the copied spans, or ``""`` when nothing was copied.
+
+    Args:
+        result: the answer.
+        documents: ``doc_id`` → original document text, to give each span's line number (omitted
+            for documents not in the mapping).
+        color: add ANSI styles.
+    """
+    spans = ordered_spans(result.spans)
+    if not spans:
+        return ""
+    lines = [_style("Sources", _HEAD, color)]
+    for n, span in enumerate(spans, start=1):
+        where = [span.source or span.doc_id]
+        doc_text = documents.get(span.doc_id) if documents is not None else None
+        if doc_text is not None:
+            where.append(f"line {line_number(doc_text, span.doc_start)}")
+        where.append(f"chars {span.doc_start}–{span.doc_end}")
+        lines.append(f"{_style(f'[{n}]', _MARK, color)} {', '.join(where)}: {_quote(span.text)}")
+    return "\n".join(lines)
+
+
+def _stats_line(stats: GenerationStats) -> str:
+    return (
+        f"{stats.output_tokens} tokens · {stats.forward_passes} forward passes · "
+        f"{100.0 * stats.attribution_ratio:.0f}% copied · {stats.tokens_per_s:.1f} tokens/s · "
+        f"{stats.total_s:.2f} s"
+    )
+
+
+def render_stats(result: NestResult, color: bool = False) -> str:
+    """One footer line: method, tokens, forward passes, copied %, tokens/s, seconds."""
+    return _style(f"[{result.method}] {_stats_line(result.stats)}", _DIM, color)
+
+
+def render_answer(
+    result: NestResult,
+    documents: Mapping[str, str] | None = None,
+    color: bool = False,
+) -> str:
+    """Marked answer, a blank line, the sources (if any), and the stats footer."""
+    blocks = [mark_answer(result, color)]
+    sources = render_sources(result, documents, color)
+    if sources:
+        blocks.append(sources)
+    blocks.append(render_stats(result, color))
+    return "\n\n".join(blocks)

@@ -1,0 +1,345 @@
+"""The ``nest`` command line, run as a subprocess (plus a few fast in-process checks).
+
+Runs that need the real default model are skipped when it is not in the cache
+(``nest download-model`` fetches it); there are three, each with ``--max-new-tokens 24``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nest_integrations
+from nest_integrations.attribution import CopiedSpan
+from nest_integrations.cli import _build_config, _key_value, main
+from nest_integrations.demo import load_demo_documents
+from nest_integrations.engine import GenerationStats, NestResult
+from nest_integrations.errors import ConfigError
+from nest_integrations.models import default_model_dir
+from nest_integrations.render import line_number, mark_answer, render_answer, render_sources, render_stats
+
+SPAN_FIELDS = {
+    "text",
+    "doc_id",
+    "chunk_id",
+    "source",
+    "doc_start",
+    "doc_end",
+    "response_start",
+    "response_end",
+    "n_tokens",
+}
+DEMO_FILE = Path(nest_integrations.__file__).parent / "data" / "demo_corpus.jsonl"
+
+
+def has_default_model() -> bool:
+    """True when the converted default model is in the cache."""
+    d = default_model_dir()
+    return (d / "config.json").is_file() and any(d.glob("*.safetensors"))
+
+
+needs_model = pytest.mark.skipif(
+    not has_default_model(), reason="default model not in the cache (run `nest download-model`)"
+)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m nest_integrations.cli ARGS`` and capture its output."""
+    full_env = {k: v for k, v in os.environ.items() if k != "NEST_DEBUG"}
+    full_env.update({"NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"})
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "nest_integrations.cli", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nest: error: "), proc.stderr
+    return lines[0]
+
+
+def demo_texts_from_file() -> dict[str, str]:
+    """The demo documents, read independently of the package code."""
+    out = {}
+    for line in DEMO_FILE.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        out[rec["id"]] = rec["text"]
+    return out
+
+
+def check_spans(payload: dict[str, Any], doc_texts: dict[str, str]) -> None:
+    """Every span has the §8 fields and is exact both in the response and in its document."""
+    response = payload["text"]
+    for span in payload["spans"]:
+        assert SPAN_FIELDS <= set(span), span
+        assert span["text"] == response[span["response_start"] : span["response_end"]]
+        assert span["text"] == doc_texts[span["doc_id"]][span["doc_start"] : span["doc_end"]]
+        assert span["n_tokens"] >= 2
+        assert span["chunk_id"].startswith(span["doc_id"] + "#")
+
+
+# ---------------------------------------------------------------------------------------------
+# help and usage errors (no model needed)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [[], ["ask"], ["download-model"]])
+def test_help_subprocess(command: list[str]) -> None:
+    proc = run_cli(*command, "--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: nest" + (" " + command[0] if command else ""))
+    if command == ["ask"]:
+        for option in (
+            "--docs",
+            "--model",
+            "--dtype",
+            "--method",
+            "--max-new-tokens",
+            "--set",
+            "--json",
+            "--no-stream",
+        ):
+            assert option in proc.stdout
+    if not command:
+        assert "download-model" in proc.stdout and "ask" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "missing command"),
+        (["bogus"], "invalid choice"),
+        (["ask"], "QUESTION"),
+        (["ask", "q", "--max-new-tokens", "0"], "--max-new-tokens"),
+        (["ask", "q", "--max-new-tokens", "many"], "--max-new-tokens"),
+        (["ask", "q", "--method", "magic"], "--method"),
+        (["ask", "q", "--dtype", "int3"], "--dtype"),
+        (["ask", "q", "--set", "alpha"], "KEY=VALUE"),
+        (["ask", "q", "--set", "no_such_key=1"], "unknown config key 'no_such_key'"),
+        (["ask", "q", "--set", "alpha=7"], "alpha"),
+        (["ask", "q", "--set", "retriever=magic"], "retriever"),
+        (["ask", "q", "--bogus-flag"], "unrecognized arguments"),
+        (["ask", ""], "the question is empty"),
+        (["ask", "   \n "], "the question is empty"),
+    ],
+)
+def test_bad_usage_in_process(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nest: error: "), captured.err
+    assert expected in lines[0]
+    assert captured.out == ""
+
+
+def test_bad_arguments_subprocess() -> None:
+    line = assert_one_line_error(run_cli("ask", "q", "--max-new-tokens", "-3", timeout=120))
+    assert "--max-new-tokens" in line and "nest ask --help" in line
+    line = assert_one_line_error(run_cli("ask", "", timeout=120))
+    assert "empty" in line
+
+
+def test_empty_docs_folder(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli("ask", "What is in there?", "--docs", str(empty), timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("nest: error: ")]
+    assert len(errors) == 1 and "no readable text" in errors[0] and str(empty) in errors[0]
+
+
+def test_docs_with_only_unusable_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "latin.md").write_bytes("café".encode("latin-1"))
+    assert main(["ask", "q", "--docs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert any("warning" in x and "empty.txt" in x for x in err)
+    assert any("warning" in x and "latin.md" in x and "UTF-8" in x for x in err)
+    assert err[-1].startswith("nest: error: no readable text")
+
+
+def test_missing_model(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    proc = run_cli("ask", "Who won Super Bowl 50?", "--max-new-tokens", "24", env={"NEST_CACHE_DIR": str(cache)})
+    line = assert_one_line_error(proc, code=1)
+    assert "nest download-model" in line
+    assert proc.stdout == ""
+
+
+def test_missing_model_path(tmp_path: Path) -> None:
+    proc = run_cli("ask", "q", "--model", str(tmp_path / "no-such-model"))
+    line = assert_one_line_error(proc, code=1)
+    assert "does not exist" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# in-process helpers: --set parsing, config, demo corpus, rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def test_set_values_parse_as_json_else_string() -> None:
+    assert _key_value("alpha=0.4") == ("alpha", 0.4)
+    assert _key_value("max-new-tokens=12") == ("max_new_tokens", 12)
+    assert _key_value("continue_in_token_mode=false") == ("continue_in_token_mode", False)
+    assert _key_value('stop=["\\n", "."]') == ("stop", ["\n", "."])
+    assert _key_value("max_span_tokens=null") == ("max_span_tokens", None)
+    assert _key_value("retriever=bm25") == ("retriever", "bm25")
+    assert _key_value("system_prompt=a=b") == ("system_prompt", "a=b")
+
+
+def test_build_config_precedence_and_errors() -> None:
+    import argparse
+
+    args = argparse.Namespace(settings=[("method", "ra"), ("alpha", 0.4)], method="knnlm", max_new_tokens=7)
+    cfg = _build_config(args)
+    assert (cfg.method, cfg.alpha, cfg.max_new_tokens) == ("knnlm", 0.4, 7)
+    with pytest.raises(ConfigError):
+        _build_config(argparse.Namespace(settings=[("tau", 0)], method=None, max_new_tokens=None))
+
+
+def test_demo_corpus() -> None:
+    docs = load_demo_documents()
+    assert [d.doc_id for d in docs] == list(demo_texts_from_file())
+    assert len(docs) == 5 and {"Super_Bowl_50", "Warsaw"} <= {d.doc_id for d in docs}
+    paragraphs = sum(len(d.text.split("\n\n")) for d in docs)
+    assert 40 <= paragraphs <= 60
+    assert sum(len(d.text.encode("utf-8")) for d in docs) < 100_000
+    for d in docs:
+        assert d.metadata["source"] == f"https://en.wikipedia.org/wiki/{d.doc_id}"
+        assert d.metadata["title"] and d.text == d.text.strip()
+    credits = (DEMO_FILE.parent / "CREDITS.md").read_text(encoding="utf-8")
+    assert "CC BY-SA 4.0" in credits and "Wikipedia contributors" in credits
+
+
+def _fake_result() -> tuple[NestResult, dict[str, str]]:
+    doc = "Intro line.\nthe Broncos won Super Bowl 50 in 2016.\nAnother line with “quotes”."
+    response = "Well, the Broncos won Super Bowl 50. And “quotes”."
+    spans = []
+    for text, n_tok in (("the Broncos won Super Bowl 50", 6), ("“quotes”", 3)):
+        ds, rs = doc.index(text), response.index(text)
+        spans.append(CopiedSpan(text, "d1", "d1#0", "notes/d1.md", ds, ds + len(text), rs, rs + len(text), n_tok))
+    stats = GenerationStats(output_tokens=12, forward_passes=5, copied_tokens=9, total_s=2.0)
+    result = NestResult(response, spans[::-1], "eos", list(range(12)), stats, [], "nest")  # order does not matter
+    return result, {"d1": doc}
+
+
+def test_render_plain() -> None:
+    result, docs = _fake_result()
+    marked = mark_answer(result, color=False)
+    assert marked == "Well, the Broncos won Super Bowl 50[1]. And “quotes”[2]."
+    sources = render_sources(result, docs, color=False).splitlines()
+    assert sources[0] == "Sources"
+    assert sources[1] == '[1] notes/d1.md, line 2, chars 12–41: "the Broncos won Super Bowl 50"'
+    assert sources[2] == '[2] notes/d1.md, line 3, chars 69–77: "“quotes”"'
+    assert render_sources(result, None, color=False).splitlines()[1].startswith("[1] notes/d1.md, chars 12–41")
+    stats = render_stats(result, color=False)
+    assert stats == "[nest] 12 tokens · 5 forward passes · 75% copied · 6.0 tokens/s · 2.00 s"
+    full = render_answer(result, docs, color=False)
+    assert "\x1b[" not in full and full.startswith(marked) and full.endswith(stats)
+
+
+def test_render_color_and_no_spans() -> None:
+    result, docs = _fake_result()
+    colored = render_answer(result, docs, color=True)
+    assert "\x1b[" in colored
+    assert re.sub(r"\x1b\[[0-9;]*m", "", colored) == render_answer(result, docs, color=False)
+    result.spans = []
+    assert render_sources(result, docs) == ""
+    assert render_answer(result, docs) == result.text + "\n\n" + render_stats(result)
+    assert line_number("a\nb\nc", 4) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# real model runs (3)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@needs_model
+def test_ask_json_demo_corpus() -> None:
+    question = "Who won Super Bowl 50?"
+    proc = run_cli("ask", question, "--json", "--max-new-tokens", "24")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["question"] == question
+    assert payload["model"] == "SmolLM2-135M-Instruct"
+    assert payload["config"]["max_new_tokens"] == 24 and payload["config"]["method"] == "nest"
+    assert {"text", "spans", "stats", "finish_reason", "passages", "method"} <= set(payload)
+    assert 0 < payload["stats"]["output_tokens"] <= 24
+    assert payload["passages"], "the passage stage returned nothing"
+    check_spans(payload, demo_texts_from_file())
+    assert payload["spans"], f"NEST copied nothing from the Super Bowl 50 article: {payload['text']!r}"
+
+
+def _user_docs(root: Path) -> Path:
+    docs = root / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "lighthouse.md").write_bytes(
+        (
+            "# The Kvarnholmen Lighthouse\n\n"
+            "The Kvarnholmen Lighthouse was built in 1887 by the Swedish engineer Zoë Lindqvist on a granite "
+            "islet off the coast of Småland. Its lamp was visible from twenty-two nautical miles away.\n\n"
+            "The keeper's cottage became a museum in 1994; it shows the original Fresnel lens, made in Paris.\n"
+        ).encode()
+    )
+    (docs / "sub" / "cafe.txt").write_bytes(
+        "Café notes: the crêpe festival in Kvarnholmen happens every July.\r\nCloudberry jam is served.\r\n".encode()
+    )
+    (docs / "empty.txt").write_bytes(b"")
+    (docs / "latin1.txt").write_bytes("café".encode("latin-1"))
+    return docs
+
+
+@pytest.mark.slow
+@needs_model
+def test_ask_json_user_docs(tmp_path: Path) -> None:
+    docs = _user_docs(tmp_path)
+    proc = run_cli(
+        "ask", "Who built the Kvarnholmen Lighthouse?", "--docs", str(docs), "--json", "--max-new-tokens", "24"
+    )
+    assert proc.returncode == 0, proc.stderr
+    warnings = [x for x in proc.stderr.splitlines() if x.startswith("nest: warning:")]
+    assert any("empty.txt" in w for w in warnings) and any("latin1.txt" in w for w in warnings)
+    payload = json.loads(proc.stdout)
+    files = {span["doc_id"] for span in payload["spans"]} | {p["doc_id"] for p in payload["passages"]}
+    assert files <= {str(docs / "lighthouse.md"), str(docs / "sub" / "cafe.txt")}
+    on_disk = {f: Path(f).read_bytes().decode("utf-8") for f in files}
+    check_spans(payload, on_disk)
+    for span in payload["spans"]:
+        assert span["source"] == span["doc_id"]
+    assert payload["spans"], f"NEST copied nothing from lighthouse.md: {payload['text']!r}"
+    assert any("Zoë" in span["text"] for span in payload["spans"])  # character (not byte) offsets past non-ASCII
+
+
+@pytest.mark.slow
+@needs_model
+def test_ask_streams_text_then_sources(tmp_path: Path) -> None:
+    docs = _user_docs(tmp_path)
+    proc = run_cli("ask", "Who built the Kvarnholmen Lighthouse?", "--docs", str(docs), "--max-new-tokens", "24")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = proc.stdout.rstrip("\n").split("\n")
+    assert re.fullmatch(r"\[nest\] \d+ tokens · \d+ forward passes · \d+% copied · [\d.]+ tokens/s · [\d.]+ s", out[-1])
+    assert out[0].strip(), "no answer text"
+    assert "\x1b[" not in proc.stdout  # not a terminal: plain text
+    assert "Sources" in out, proc.stdout
+    if "Sources" in out:
+        body = out[out.index("Sources") + 1 : -2]
+        assert body and all(re.match(r"\[\d+\] .+, line \d+, chars \d+–\d+: \".*\"$", x) for x in body), body
