@@ -97,11 +97,6 @@ def _make_span(i, j, token_sources, token_ends, response, chunks, chunk_offsets)
     segment = response[r0:r1]
     n_tokens = j - i + 1
     idx = segment.find(text)
-    if idx < 0 and segment.endswith("\ufffd") is False and r1 == len(response) and len(segment) < len(text):
-        # the response ends inside the run (a stop string or a cut multi-byte character): keep its prefix
-        text = text[: len(segment.lstrip()) ] if segment.lstrip() and text.startswith(segment.lstrip()) else text
-        ce = cs + len(text)
-        idx = segment.find(text)
     if idx < 0:
         # trim the run to the longest exact piece shared by the response segment and the chunk
         lead = len(segment) - len(segment.lstrip())
