@@ -58,6 +58,7 @@ class NestDecoder:
         self.acceptor = make_acceptor(config.acceptance, config.gamma)
         self.proposer = SpanProposer(config.anchor_rule, config.draft_length)
         self.stats = DecodeStats()
+        self.cache = None
         self._vocab = int(lm.model.config.vocab_size)
 
     # ---- model calls ---------------------------------------------------------------------
@@ -130,6 +131,7 @@ class NestDecoder:
         use_spans = cfg.method in ("nest", "ra-nest") and store is not None and len(store) > 0
         stats = self.stats
         cache = DynamicCache(config=self.lm.model.config)
+        self.cache = cache  # exposed for inspection (tests check it against a fresh forward)
         t0 = time.perf_counter()
         logits, hidden = self._forward(prompt_ids, cache, last_only=True)
         stats.prefill_s = time.perf_counter() - t0
