@@ -40,7 +40,7 @@ class NestConfig(BaseModel):
         description="Index into the model's hidden_states tuple used for keys and queries; -2 = input "
         "of the last decoder layer.",
     )
-    neighbors: int = Field(64, ge=1, le=100_000, description="[r] token neighbours (clamped to the store size).")
+    neighbors: int = Field(256, ge=1, le=100_000, description="[r] token neighbours (clamped to the store size).")
     encode_on_the_fly: bool = Field(
         False, description="Encode retrieved chunks per request instead of using precomputed keys."
     )
