@@ -48,28 +48,27 @@ def file_engine(default_lm, tmp_path_factory):
     return NestEngine(default_lm, chunks, NestConfig(max_new_tokens=48, passages=3))
 
 
-@pytest.mark.parametrize("method", ["nest", "ra-nest"])
-def test_every_span_exact_in_file_reread_from_disk_and_in_response(file_engine, method):
+def test_every_span_exact_in_file_reread_from_disk_and_in_response(file_engine):
     questions = [
+        "What is Malmö?",
+        "Where is Zürich located?",
         "When did the Café Odeon open in Zürich?",
-        "What connects Malmö with Copenhagen?",
-        "Who founded the Grossmünster church?",
     ]
     n_spans = 0
     non_ascii = False
-    for q in questions:
-        res = file_engine.generate(q, method=method)
-        for s in res.spans:
-            with open(s.source, encoding="utf-8") as fh:
-                original = fh.read()
-            assert original[s.doc_start : s.doc_end] == s.text
-            assert res.text[s.response_start : s.response_end] == s.text
-            assert s.n_tokens >= 2
-            n_spans += 1
-            non_ascii |= any(ord(ch) > 127 for ch in s.text)
+    for method in ("nest", "ra-nest"):
+        for q in questions:
+            res = file_engine.generate(q, method=method)
+            for s in res.spans:
+                with open(s.source, encoding="utf-8") as fh:
+                    original = fh.read()
+                assert original[s.doc_start : s.doc_end] == s.text
+                assert res.text[s.response_start : s.response_end] == s.text
+                assert s.n_tokens >= 2
+                n_spans += 1
+                non_ascii |= any(ord(ch) > 127 for ch in s.text)
     assert n_spans > 0
-    if method == "ra-nest":
-        assert non_ascii  # copied spans with non-ASCII text were checked too
+    assert non_ascii  # spans with non-ASCII characters were among those checked
 
 
 def test_precomputed_and_on_the_fly_keys_agree(default_lm):
