@@ -6,6 +6,9 @@ Usage::
     nest ask QUESTION [--docs PATH ...] [--model PATH_OR_ID] [--dtype float32|bfloat16]
              [--method nest|ra-nest|knnlm|ra|base] [--max-new-tokens N] [--set KEY=VALUE ...]
              [--chunk-size N] [--json] [--no-stream] [--color auto|always|never]
+    nest eval --questions FILE [--corpus FILE] [--systems base,ra,knnlm,nest,ra-nest,ra-pld,passage-dump]
+              [--limit N] [--model PATH] [--set KEY=VALUE ...] [--sweep KEY=V1,V2]
+              [--out report.json] [--markdown report.md] [--plot plot.png]
 
 ``nest ask`` answers over the demo corpus shipped with the package (five abridged Wikipedia
 articles) or over your own ``.txt`` / ``.md`` files (``--docs``), streams the answer, and lists the
@@ -39,6 +42,7 @@ from nest_integrations.errors import (
     ConfigError,
     EmptyCorpusError,
     EmptyQuestionError,
+    EvalDataError,
     NestError,
     PromptTooLongError,
 )
@@ -55,7 +59,13 @@ METHODS = ("nest", "ra-nest", "knnlm", "ra", "base")
 DTYPES = ("float32", "bfloat16")
 
 #: Errors caused by what the user typed or passed: exit status 2.
-USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError, EmptyQuestionError, EmptyCorpusError, PromptTooLongError)
+USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    EmptyQuestionError,
+    EmptyCorpusError,
+    PromptTooLongError,
+    EvalDataError,
+)
 
 
 class UsageError(Exception):
@@ -378,6 +388,111 @@ def _run_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_eval(p: argparse.ArgumentParser) -> None:
+    from nest_integrations.eval import SYSTEMS
+
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--questions",
+        required=True,
+        metavar="FILE",
+        help="JSONL: QA questions (id, question, answers, gold_passage_ids), completion prompts "
+        "(id, prompt, reference_continuation) or biographies (id, prompt, knowledge); the task follows the fields",
+    )
+    g.add_argument(
+        "--corpus", metavar="FILE", help="JSONL corpus (id, title, text); not used for biographies, whose "
+        "knowledge text is the corpus"
+    )
+    g.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N items")
+    g.add_argument("--chunk-size", type=_positive_int, default=800, help="characters per chunk (default: %(default)s)")
+    s = p.add_argument_group("systems")
+    s.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated, from: " + ", ".join(SYSTEMS) + " (default: all)",
+    )
+    s.add_argument(
+        "--sweep",
+        metavar="KEY=V1,V2,...",
+        default=None,
+        help="run every system except base and passage-dump once per value, e.g. gamma=5e-4,5e-3,5e-2,0.5",
+    )
+    s.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=None,
+        help="per item (default: 64 for QA, 128 for biographies, the reference's length for completion)",
+    )
+    s.add_argument(
+        "--set", dest="settings", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+        help="a NestConfig field for all systems (repeatable)",
+    )
+    s.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
+    _add_model_options(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--out", metavar="FILE", help="write the JSON report here")
+    o.add_argument("--markdown", metavar="FILE", help="write a markdown page with the table here")
+    o.add_argument("--plot", metavar="FILE", help="write a quality-vs-speed plot here (PNG, SVG or PDF)")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import shlex
+
+    _quiet_libraries()
+    from nest_integrations.eval.data import read_corpus, read_items
+    from nest_integrations.eval.harness import SYSTEMS, parse_sweep, run_eval
+    from nest_integrations.eval.report import markdown_table, write_json, write_markdown, write_plot
+
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    bad = [s for s in systems if s not in SYSTEMS]
+    if bad or not systems:
+        raise UsageError(f"unknown system(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(SYSTEMS)}")
+    config = _build_config(args)
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    corpus = read_corpus(args.corpus) if args.corpus else None
+    mode, items = read_items(args.questions, corpus=corpus)
+    if mode != "bio" and corpus is None:
+        raise UsageError(f"--corpus is required for {'QA questions' if mode == 'qa' else 'completion prompts'}")
+    if args.limit:
+        items = items[: args.limit]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    lm = _load_lm(args)
+    _progress(f"{mode} task: {len(items)} items, systems {', '.join(systems)}")
+    report = run_eval(
+        lm,
+        mode,
+        items,
+        corpus,
+        systems=systems,
+        config=config,
+        sweep=sweep,
+        max_new_tokens=args.max_new_tokens,
+        chunk_size=args.chunk_size,
+        progress=not args.quiet,
+    )
+    report["command"] = "nest eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None
+    if args.out:
+        write_json(report, args.out)
+    if args.markdown:
+        write_markdown(report, args.markdown, report["command"])
+    if args.plot:
+        write_plot(report, args.plot)
+    _write(markdown_table(report) + "\n")
+    return 0
+
+
+_EVAL_EPILOG = """examples:
+  nest eval --questions data/squad-dev200/questions.jsonl --corpus data/squad-dev200/corpus.jsonl \\
+            --limit 20 --out report.json --markdown report.md --plot report.png
+  nest eval --questions data/wikitext2-test/completion_prompts.jsonl --corpus data/wikitext2-test/articles.jsonl
+  nest eval --questions data/bio-small/bios.jsonl --systems base,nest
+  nest eval --questions q.jsonl --corpus c.jsonl --systems nest,ra-nest --sweep gamma=5e-4,5e-3,5e-2,0.5
+"""
+
 _ASK_EPILOG = """examples:
   nest ask "Who won Super Bowl 50?"
   nest ask "What does the guide say about backups?" --docs notes/ README.md
@@ -402,6 +517,15 @@ COMMANDS: dict[str, Command] = {
         configure=_configure_ask,
         run=_run_ask,
         epilog=_ASK_EPILOG,
+    ),
+    "eval": Command(
+        help="compare base / RA / kNN-LM / NEST / RA-NEST / RA-PLD / passage-dump on your data",
+        description="Run the paper's systems and the speed peers on a question (or completion / biography) file, "
+        "interleaved per item in one process, and report answer quality, attribution and speed relative to the "
+        "base LM as a table (stdout), JSON (--out), markdown (--markdown) and a plot (--plot).",
+        configure=_configure_eval,
+        run=_run_eval,
+        epilog=_EVAL_EPILOG,
     ),
 }
 

@@ -7,7 +7,7 @@ encoded now) → decoding loop → text + copied spans + statistics.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -165,9 +165,62 @@ class NestEngine:
         return self._retriever
 
     # ---- one request -----------------------------------------------------------------
-    def retrieve(self, query: str, k: int) -> list[tuple[int, float]]:
-        """Indices (into ``self.chunks``) and scores of the top-``k`` chunks for ``query``."""
-        return [(s.index, s.score) for s in self.retriever.retrieve(query, k)]
+    def retrieve(
+        self, query: str, k: int, *, exclude_doc_ids: Collection[str] = ()
+    ) -> list[tuple[int, float]]:
+        """Indices (into ``self.chunks``) and scores of the top-``k`` chunks for ``query``.
+
+        Chunks of documents in ``exclude_doc_ids`` are skipped (e.g. the article a completion prompt
+        was taken from); ``k`` chunks are still returned when the rest of the corpus has them.
+        """
+        if k <= 0:
+            return []
+        excluded = set(exclude_doc_ids)
+        n_excluded = sum(1 for c in self.chunks if c.doc_id in excluded) if excluded else 0
+        fetch = min(len(self.chunks), k + n_excluded)
+        hits = [(s.index, s.score) for s in self.retriever.retrieve(query, fetch)]
+        if excluded:
+            hits = [(i, s) for i, s in hits if self.chunks[i].doc_id not in excluded]
+        return hits[:k]
+
+    def prepare(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        retrieval_query: str | None = None,
+        raw: bool = False,
+        exclude_doc_ids: Collection[str] = (),
+        **overrides: Any,
+    ) -> tuple[list[int], list[tuple[int, float]], NestConfig]:
+        """The passage stage and the prompt of one request, without decoding.
+
+        Returns the prompt token ids (chat template, plus the top ``ra_passages`` chunks for RA
+        methods), the retrieved ``(chunk index, score)`` hits and the effective config. Used by
+        :meth:`stream` and by baselines that decode the same prompt with another decoder.
+
+        Raises:
+            PromptTooLongError: prompt + ``max_new_tokens`` exceed the model's context window.
+        """
+        cfg = self.config.replace(**overrides) if overrides else self.config
+        if cfg.key_layer != self.config.key_layer:
+            raise ConfigError("key_layer cannot change per call: the token store was built for another layer")
+        messages = to_messages(prompt, cfg.system_prompt)
+        query = retrieval_query if retrieval_query is not None else last_user_text(messages)
+        need = cfg.passages if cfg.uses_token_store else 0
+        if cfg.uses_retrieval_in_prompt:
+            need = max(need, cfg.ra_passages)
+        hits = self.retrieve(query, need, exclude_doc_ids=exclude_doc_ids) if need else []
+        if cfg.uses_retrieval_in_prompt:
+            passages = [self.chunks[i].text for i, _ in hits[: cfg.ra_passages]]
+            messages = with_context(messages, passages, raw=raw)
+        prompt_ids = render_prompt(self.lm.tokenizer, messages, raw=raw)
+        window = self.lm.context_window
+        if len(prompt_ids) + cfg.max_new_tokens > window:
+            raise PromptTooLongError(
+                f"the prompt has {len(prompt_ids)} tokens; with max_new_tokens={cfg.max_new_tokens} it exceeds "
+                f"the model's context window of {window} tokens"
+            )
+        return prompt_ids, hits, cfg
 
     def generate(
         self,
@@ -175,11 +228,14 @@ class NestEngine:
         *,
         retrieval_query: str | None = None,
         raw: bool = False,
+        exclude_doc_ids: Collection[str] = (),
         **overrides: Any,
     ) -> NestResult:
         """Answer ``prompt`` (a question or chat messages); see :meth:`stream` for the arguments."""
         result = None
-        for delta in self.stream(prompt, retrieval_query=retrieval_query, raw=raw, **overrides):
+        for delta in self.stream(
+            prompt, retrieval_query=retrieval_query, raw=raw, exclude_doc_ids=exclude_doc_ids, **overrides
+        ):
             result = delta.result or result
         assert result is not None
         return result
@@ -190,6 +246,7 @@ class NestEngine:
         *,
         retrieval_query: str | None = None,
         raw: bool = False,
+        exclude_doc_ids: Collection[str] = (),
         **overrides: Any,
     ) -> Iterator[NestDelta]:
         """Stream the answer as :class:`NestDelta` pieces; the last one carries the :class:`NestResult`.
@@ -198,37 +255,18 @@ class NestEngine:
             prompt: a question, or chat messages (``role``/``content`` dicts).
             retrieval_query: text used to retrieve passages (default: the last user message).
             raw: feed the text without the chat template (completion mode).
+            exclude_doc_ids: documents the passage stage must not return for this call.
             overrides: :class:`NestConfig` fields for this call only (e.g. ``max_new_tokens=64``).
         """
-        cfg = self.config.replace(**overrides) if overrides else self.config
-        if cfg.key_layer != self.config.key_layer:
-            raise ConfigError("key_layer cannot change per call: the token store was built for another layer")
         t_start = time.perf_counter()
         stats = GenerationStats()
-        messages = to_messages(prompt, cfg.system_prompt)
-        query = retrieval_query if retrieval_query is not None else last_user_text(messages)
-
-        # passage stage
-        passages: list[RetrievedPassage] = []
-        store = None
-        req_chunks: list[Chunk] = []
-        need = 0
-        if cfg.uses_token_store:
-            need = cfg.passages
-        if cfg.uses_retrieval_in_prompt:
-            need = max(need, cfg.ra_passages)
-        hits: list[tuple[int, float]] = self.retrieve(query, need) if need else []
+        prompt_ids, hits, cfg = self.prepare(
+            prompt, retrieval_query=retrieval_query, raw=raw, exclude_doc_ids=exclude_doc_ids, **overrides
+        )
         stats.retrieval_s = time.perf_counter() - t_start
         passages = [RetrievedPassage(self.chunks[i].chunk_id, self.chunks[i].doc_id, s) for i, s in hits]
-        if cfg.uses_retrieval_in_prompt:
-            messages = with_context(messages, [self.chunks[i].text for i, _ in hits[: cfg.ra_passages]])
-        prompt_ids = render_prompt(self.lm.tokenizer, messages, raw=raw)
-        window = self.lm.context_window
-        if len(prompt_ids) + cfg.max_new_tokens > window:
-            raise PromptTooLongError(
-                f"the prompt has {len(prompt_ids)} tokens; with max_new_tokens={cfg.max_new_tokens} it exceeds "
-                f"the model's context window of {window} tokens"
-            )
+        store = None
+        req_chunks: list[Chunk] = []
         if cfg.uses_token_store:
             t0 = time.perf_counter()
             idx = [i for i, _ in hits[: cfg.passages]]

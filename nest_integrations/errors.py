@@ -7,6 +7,7 @@ Messages name the problem and, where there is one, the fix.
 from __future__ import annotations
 
 __all__ = [
+    "EvalDataError",
     "NestError",
     "ConfigError",
     "ModelNotFoundError",
@@ -48,3 +49,7 @@ class DatastoreError(NestError):
 
 class OffsetError(NestError, ValueError):
     """A chunk's character offset does not point at its text in the original document."""
+
+
+class EvalDataError(NestError, ValueError):
+    """An evaluation file (questions, prompts, corpus) is missing, unreadable or not in the expected format."""

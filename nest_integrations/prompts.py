@@ -40,13 +40,22 @@ def last_user_text(messages: Sequence[Message]) -> str:
     raise EmptyQuestionError("no user message to answer")
 
 
-def with_context(messages: list[dict[str, str]], passages: Sequence[str]) -> list[dict[str, str]]:
-    """Put ``passages`` into the last user message (the RA prompt of the paper: top-k chunks in the prompt)."""
+def with_context(
+    messages: list[dict[str, str]], passages: Sequence[str], raw: bool = False
+) -> list[dict[str, str]]:
+    """Put ``passages`` into the last user message (the RA prompt of the paper: top-k chunks in the prompt).
+
+    For chat prompts the passages come with an instruction and the question; for ``raw`` completion
+    prompts they are simply placed before the text to continue.
+    """
     out = [dict(m) for m in messages]
     for m in reversed(out):
         if m["role"] == "user":
             context = "\n\n".join(passages)
-            m["content"] = f"{RA_INSTRUCTION}\n\nContext:\n{context}\n\nQuestion: {m['content']}"
+            if raw:
+                m["content"] = f"{context}\n\n{m['content']}"
+            else:
+                m["content"] = f"{RA_INSTRUCTION}\n\nContext:\n{context}\n\nQuestion: {m['content']}"
             break
     return out
 
