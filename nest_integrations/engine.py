@@ -121,6 +121,8 @@ class NestEngine:
         config: hyperparameters; per-call overrides go to :meth:`generate` / :meth:`stream`.
         retriever: passage stage (default: hybrid dense + BM25 over the chunk texts).
         precompute_keys: encode every chunk now (indexing) instead of on first retrieval.
+        token_store: keys of ``chunks`` kept elsewhere (a :class:`~nest_integrations.datastore.Datastore`);
+            index ``i`` of the store must be ``chunks[i]``.
     """
 
     def __init__(
@@ -131,12 +133,13 @@ class NestEngine:
         *,
         retriever: PassageRetriever | None = None,
         precompute_keys: bool = False,
+        token_store: TokenStore | None = None,
     ) -> None:
         self.lm = lm
         self.config = config or NestConfig()
         self.chunks = validate_chunks(chunks)
         self.encoder = KeyEncoder(lm, self.config.key_layer)
-        self.token_store = TokenStore(len(self.chunks), self._encode_chunks)
+        self.token_store = token_store if token_store is not None else TokenStore(len(self.chunks), self._encode_chunks)
         self._retriever = retriever
         if precompute_keys:
             self.token_store.precompute()

@@ -1,0 +1,424 @@
+"""The NEST datastore: chunks with exact offsets, their token keys and the passage index of one model.
+
+Build it from chunks (any splitter: see :mod:`nest_integrations.langchain.documents` and
+:mod:`nest_integrations.llama_index.documents`), save it to a directory, load it back memory-mapped,
+add / delete / update documents without rebuilding the rest, and get an engine over it::
+
+    store = Datastore.build(lm, chunks)
+    store.save("my-store")
+    store = Datastore.load("my-store", lm)
+    answer = store.engine().generate("Who won Super Bowl 50?")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nest_integrations.chunks import Chunk, Document, chunks_from_documents, validate_chunks
+from nest_integrations.config import NestConfig
+from nest_integrations.datastore import persist
+from nest_integrations.errors import ConfigError, DatastoreError
+from nest_integrations.models import LoadedModel
+from nest_integrations.store import ChunkKeys, KeyEncoder, TokenStore
+
+__all__ = ["Datastore", "DEFAULT_MAX_TOKENS"]
+
+#: Default cap on the tokens one build / add may encode (about 2.3 GB of float16 keys for a 576-wide model).
+DEFAULT_MAX_TOKENS = 2_000_000
+
+_FINGERPRINT_KEYS = ("weights_hash", "tokenizer_hash", "hidden_size", "dtype")
+
+
+class Datastore:
+    """Chunks + token keys (float16) + passage embeddings for one model and key layer.
+
+    Attributes:
+        lm: the model the keys were computed with.
+        chunks: the chunks, in store order (``chunks[i]`` owns ``keys_of(i)``).
+        key_layer: the hidden-state layer the keys come from.
+
+    Keys are computed at build / add time; a chunk can also be added without keys
+    (``compute_keys=False``), in which case they are encoded on first retrieval and kept.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        chunks: Sequence[Chunk],
+        *,
+        key_layer: int = -2,
+        keys: Sequence[ChunkKeys | None] | None = None,
+        passage_embeddings: np.ndarray | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        self.lm = lm
+        self.key_layer = key_layer
+        self.max_tokens = max_tokens
+        self.chunks: list[Chunk] = validate_chunks(chunks)
+        self._keys: list[ChunkKeys | None] = list(keys) if keys is not None else [None] * len(self.chunks)
+        if len(self._keys) != len(self.chunks):
+            raise DatastoreError(f"{len(self._keys)} key sets for {len(self.chunks)} chunks")
+        if passage_embeddings is not None and len(passage_embeddings) != len(self.chunks):
+            raise DatastoreError(f"{len(passage_embeddings)} passage embeddings for {len(self.chunks)} chunks")
+        self._passage_emb = passage_embeddings
+        self.encoder = KeyEncoder(lm, key_layer)
+        self._engine_cache: dict[str, Any] = {}
+        self._retrievers: dict[str, Any] = {}
+        self.token_store = self._make_token_store()
+
+    # ---- construction ---------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        lm: LoadedModel,
+        chunks: Iterable[Chunk],
+        *,
+        key_layer: int = -2,
+        compute_keys: bool = True,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        progress: bool = True,
+    ) -> Datastore:
+        """Index ``chunks``: token keys of every chunk (unless ``compute_keys=False``).
+
+        Raises:
+            EmptyCorpusError: no chunk holds text.
+            DatastoreError: more than ``max_tokens`` tokens to encode (checked before any encoding).
+        """
+        store = cls(lm, list(chunks), key_layer=key_layer, max_tokens=max_tokens)
+        if compute_keys:
+            store._encode_indices(range(len(store.chunks)), progress=progress)
+        return store
+
+    @classmethod
+    def from_documents(
+        cls, documents: Iterable[Document], lm: LoadedModel, *, chunk_size: int = 800, **kwargs: Any
+    ) -> Datastore:
+        """Split framework-free :class:`Document` objects (built-in splitter) and :meth:`build`."""
+        return cls.build(lm, chunks_from_documents(documents, chunk_size=chunk_size), **kwargs)
+
+    # ---- keys -----------------------------------------------------------------------------------
+    def _count_tokens(self, indices: Sequence[int]) -> int:
+        tok = self.lm.tokenizer
+        return sum(len(tok(self.chunks[i].text, add_special_tokens=False)["input_ids"]) for i in indices)
+
+    def _check_budget(self, chunks: Sequence[Chunk]) -> int:
+        tok = self.lm.tokenizer
+        n = 0
+        for c in chunks:
+            n += len(tok(c.text, add_special_tokens=False)["input_ids"])
+            if n > self.max_tokens:
+                raise DatastoreError(
+                    f"indexing stopped before computing keys: more than {self.max_tokens:,} tokens to encode "
+                    f"(about {self.max_tokens * self.lm.hidden_size * 2 / 1e9:.1f} GB of keys); raise max_tokens "
+                    "(`--max-tokens` on the command line) if you mean it, or index fewer documents"
+                )
+        return n
+
+    def _encode_indices(self, indices: Iterable[int], progress: bool = False) -> None:
+        idx = [i for i in indices if self._keys[i] is None]
+        if not idx:
+            return
+        total = self._check_budget([self.chunks[i] for i in idx])
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, unit="tok", unit_scale=True, desc="token keys")
+        try:
+            keys = self.encoder.encode([self.chunks[i].text for i in idx], progress=bar.update if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        for i, k in zip(idx, keys, strict=True):
+            self._keys[i] = k
+            self.token_store.put(i, k)
+
+    def _make_token_store(self) -> TokenStore:
+        def encode_fn(indices: Sequence[int]) -> list[ChunkKeys]:
+            self._encode_indices(indices)
+            return [self._keys[i] for i in indices]  # type: ignore[misc]
+
+        ts = TokenStore(len(self.chunks), encode_fn)
+        for i, k in enumerate(self._keys):
+            if k is not None:
+                ts.put(i, k)
+        return ts
+
+    def keys_of(self, index: int) -> ChunkKeys:
+        """The :class:`ChunkKeys` of chunk ``index`` (encoded now if missing)."""
+        return self.token_store.get(index)
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens with keys in the store."""
+        return sum(len(k.token_ids) for k in self._keys if k is not None)
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """Document ids in the store, in first-appearance order."""
+        return list(dict.fromkeys(c.doc_id for c in self.chunks))
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    # ---- passage stage --------------------------------------------------------------------------
+    def passage_retriever(self, kind: str = "hybrid") -> Any:
+        """The built-in passage retriever over the chunk texts (dense embeddings are stored with the store)."""
+        if kind in self._retrievers:
+            return self._retrievers[kind]
+        from nest_integrations.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
+
+        texts = [c.text for c in self.chunks]
+        dense = None
+        if kind in ("dense", "hybrid"):
+            if self._passage_emb is None:
+                dense = DenseRetriever(texts)
+                self._passage_emb = dense.embeddings
+            else:
+                dense = DenseRetriever.from_embeddings(np.asarray(self._passage_emb, dtype=np.float32))
+        if kind == "dense":
+            r: Any = dense
+        elif kind == "bm25":
+            r = BM25Retriever(texts)
+        elif kind == "hybrid":
+            r = HybridRetriever(dense, BM25Retriever(texts))
+        else:
+            raise ConfigError(f"unknown retriever kind {kind!r}; expected 'hybrid', 'dense' or 'bm25'")
+        self._retrievers[kind] = r
+        return r
+
+    def engine(self, config: NestConfig | None = None, *, retriever: Any = None) -> Any:
+        """A :class:`~nest_integrations.engine.NestEngine` over this store (same chunks and keys).
+
+        ``retriever``: another passage stage (e.g. a framework retriever adapter); default: the
+        built-in one of ``config.retriever``. Engines made before an add/delete/update see the old
+        store: ask for a new one after changing it.
+        """
+        from nest_integrations.engine import NestEngine
+
+        cfg = config or NestConfig(key_layer=self.key_layer)
+        if cfg.key_layer != self.key_layer:
+            raise ConfigError(
+                f"this datastore's keys come from layer {self.key_layer}; config.key_layer={cfg.key_layer} "
+                "needs a datastore built with that layer"
+            )
+        return NestEngine(
+            self.lm,
+            self.chunks,
+            cfg,
+            retriever=retriever if retriever is not None else self.passage_retriever(cfg.retriever),
+            token_store=self.token_store,
+        )
+
+    # ---- updates --------------------------------------------------------------------------------
+    def _changed(self) -> None:
+        self._retrievers.clear()
+        self.token_store = self._make_token_store()
+
+    def add(self, chunks: Iterable[Chunk], *, compute_keys: bool = True, progress: bool = False) -> int:
+        """Add the chunks of new documents; returns how many were added.
+
+        Raises:
+            DatastoreError: a chunk id or document id is already in the store (use :meth:`update`).
+        """
+        new = validate_chunks(chunks)
+        have_ids = {c.chunk_id for c in self.chunks}
+        have_docs = set(self.doc_ids)
+        clash = sorted({c.doc_id for c in new} & have_docs)
+        if clash:
+            raise DatastoreError(f"document(s) already in the datastore: {', '.join(clash[:5])}; use update()")
+        dup = sorted({c.chunk_id for c in new} & have_ids)
+        if dup:
+            raise DatastoreError(f"chunk id(s) already in the datastore: {', '.join(dup[:5])}")
+        keys: list[ChunkKeys | None] = [None] * len(new)
+        if compute_keys:
+            self._check_budget(new)
+            keys = list(self.encoder.encode([c.text for c in new]))
+        emb = _embed_passages([c.text for c in new]) if self._passage_emb is not None else None
+        # commit: nothing above changed the store
+        self.chunks = self.chunks + new
+        self._keys = self._keys + keys
+        if emb is not None:
+            self._passage_emb = np.concatenate([np.asarray(self._passage_emb, dtype=np.float32), emb])
+        self._changed()
+        return len(new)
+
+    def delete(self, doc_ids: str | Iterable[str]) -> int:
+        """Remove every chunk of the given documents; returns how many chunks were removed.
+
+        Raises:
+            DatastoreError: a document id is not in the store, or nothing would be left.
+        """
+        ids = {doc_ids} if isinstance(doc_ids, str) else set(doc_ids)
+        unknown = sorted(ids - set(self.doc_ids))
+        if unknown:
+            raise DatastoreError(f"no such document(s) in the datastore: {', '.join(unknown[:5])}")
+        keep = [i for i, c in enumerate(self.chunks) if c.doc_id not in ids]
+        if not keep:
+            raise DatastoreError("deleting these documents would leave the datastore empty")
+        removed = len(self.chunks) - len(keep)
+        self.chunks = [self.chunks[i] for i in keep]
+        self._keys = [self._keys[i] for i in keep]
+        if self._passage_emb is not None:
+            self._passage_emb = np.asarray(self._passage_emb)[keep]
+        self._changed()
+        return removed
+
+    def update(self, doc_id: str, chunks: Iterable[Chunk], *, compute_keys: bool = True) -> None:
+        """Re-index one changed document: its old chunks are replaced by ``chunks`` (all of ``doc_id``).
+
+        The new chunks are encoded first; if that fails, the store is unchanged.
+        """
+        new = list(chunks)
+        wrong = sorted({c.doc_id for c in new} - {doc_id})
+        if wrong:
+            raise DatastoreError(f"update({doc_id!r}) got chunks of other documents: {', '.join(wrong[:5])}")
+        if doc_id not in set(self.doc_ids):
+            raise DatastoreError(f"no such document in the datastore: {doc_id}")
+        staging = Datastore(self.lm, new, key_layer=self.key_layer, max_tokens=self.max_tokens)
+        if compute_keys:
+            staging._encode_indices(range(len(staging.chunks)))
+        keep = [i for i, c in enumerate(self.chunks) if c.doc_id != doc_id]
+        emb = None
+        if self._passage_emb is not None:
+            emb_old = np.asarray(self._passage_emb, dtype=np.float32)[keep]
+            emb = np.concatenate([emb_old, _embed_passages([c.text for c in staging.chunks])])
+        self.chunks = [self.chunks[i] for i in keep] + staging.chunks
+        self._keys = [self._keys[i] for i in keep] + staging._keys
+        self._passage_emb = emb
+        self._changed()
+
+    # ---- persistence ----------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """What a loading model must match: the model fingerprint plus the key layer."""
+        return dict(self.lm.fingerprint(), key_layer=self.key_layer)
+
+    def save(self, path: str | Path, *, _fail_after: str | None = None) -> Path:
+        """Save to directory ``path`` atomically (a crash mid-save leaves the previous save loadable).
+
+        Chunks without keys are encoded first. Returns ``path``.
+        """
+        self._encode_indices(range(len(self.chunks)))
+        if self._passage_emb is None:
+            self.passage_retriever("dense")
+        rows = []
+        start = 0
+        ids, offs, keys = [], [], []
+        for c, k in zip(self.chunks, self._keys, strict=True):
+            assert k is not None
+            n = len(k.token_ids)
+            rows.append(
+                {
+                    "chunk_id": c.chunk_id,
+                    "doc_id": c.doc_id,
+                    "doc_offset": c.doc_offset,
+                    "text": c.text,
+                    "metadata": _json_safe(dict(c.metadata)),
+                    "token_start": start,
+                    "n_tokens": n,
+                }
+            )
+            ids.append(k.token_ids)
+            offs.append(k.offsets)
+            keys.append(k.keys)
+            start += n
+        dim = self.lm.hidden_size
+        arrays = {
+            "token_ids.npy": np.concatenate(ids).astype(np.int32) if ids else np.zeros(0, np.int32),
+            "offsets.npy": np.concatenate(offs).astype(np.int32) if offs else np.zeros((0, 2), np.int32),
+            "keys.npy": np.concatenate(keys).astype(np.float16) if keys else np.zeros((0, dim), np.float16),
+            "passages.npy": np.asarray(self._passage_emb, dtype=np.float32),
+        }
+        manifest = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "fingerprint": self.fingerprint(),
+            "model_path": str(self.lm.path),
+            "n_chunks": len(self.chunks),
+            "n_documents": len(self.doc_ids),
+            "n_tokens": start,
+            "key_dtype": "float16",
+            "passage_encoder": "all-MiniLM-L6-v2",
+        }
+        root = Path(path)
+        persist.write_generation(root, manifest, rows, arrays, fail_after=_fail_after)
+        return root
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        lm: LoadedModel,
+        *,
+        mmap: bool = True,
+        verify: bool = True,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> Datastore:
+        """Load a saved datastore for ``lm``; keys are memory-mapped (``mmap``) and checksums checked (``verify``).
+
+        Raises:
+            DatastoreError: not a datastore, a newer format, damaged files, or built with another
+                model / tokenizer / dtype than ``lm``.
+        """
+        root = Path(path)
+        man = persist.read_manifest(root)
+        fp = man.get("fingerprint", {})
+        mine = lm.fingerprint()
+        diff = [k for k in _FINGERPRINT_KEYS if fp.get(k) != mine.get(k)]
+        if diff:
+            detail = ", ".join(f"{k}: store {fp.get(k)!r} vs model {mine.get(k)!r}" for k in diff)
+            raise DatastoreError(
+                f"{root} was built with another model ({fp.get('model_id')!r}; {detail}); load it with that "
+                "model or rebuild it with this one"
+            )
+        rows = persist.read_chunk_table(root, man, verify=verify)
+        token_ids = persist.open_array(root, man, "token_ids.npy", mmap=mmap, verify=verify)
+        offsets = persist.open_array(root, man, "offsets.npy", mmap=mmap, verify=verify)
+        keys = persist.open_array(root, man, "keys.npy", mmap=mmap, verify=verify)
+        passages = persist.open_array(root, man, "passages.npy", mmap=False, verify=verify)
+        n = int(man.get("n_tokens", -1))
+        if not (len(token_ids) == len(offsets) == len(keys) == n) or keys.ndim != 2 or keys.shape[1] != lm.hidden_size:
+            raise DatastoreError(f"{root}: array shapes do not match the manifest (damaged datastore)")
+        if len(rows) != len(passages):
+            raise DatastoreError(f"{root}: {len(rows)} chunks but {len(passages)} passage embeddings")
+        chunks: list[Chunk] = []
+        chunk_keys: list[ChunkKeys | None] = []
+        for r in rows:
+            s, m = int(r["token_start"]), int(r["n_tokens"])
+            if s < 0 or s + m > n:
+                raise DatastoreError(f"{root}: chunk {r['chunk_id']!r} points outside the key file")
+            chunks.append(Chunk(r["text"], r["chunk_id"], r["doc_id"], int(r["doc_offset"]), r.get("metadata") or {}))
+            chunk_keys.append(ChunkKeys(token_ids[s : s + m], offsets[s : s + m], keys[s : s + m]))
+        return cls(
+            lm,
+            chunks,
+            key_layer=int(fp.get("key_layer", -2)),
+            keys=chunk_keys,
+            passage_embeddings=passages,
+            max_tokens=max_tokens,
+        )
+
+
+def _embed_passages(texts: list[str]) -> np.ndarray:
+    """(len(texts), 384) float32 unit-norm passage embeddings with the default sentence encoder."""
+    from nest_integrations.retrieval import load_sentence_encoder
+
+    out = load_sentence_encoder().encode(
+        texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+
+
+def _json_safe(value: Any) -> Any:
+    """Metadata as JSON values (non-JSON values become strings, never pickled)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
