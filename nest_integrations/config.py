@@ -53,7 +53,7 @@ class NestConfig(BaseModel):
 
     # --- spans -------------------------------------------------------------------------------
     delta: float = Field(0.5, ge=0.0, le=1.0, description="[δ] span mode when λ < δ.")
-    gamma: float = Field(0.1, ge=0.0, le=2.0, description="[γ] relaxation: accept g iff p_M(g) > γ/2 · max p_M.")
+    gamma: float = Field(0.5, ge=0.0, le=2.0, description="[γ] relaxation: accept g iff p_M(g) > γ/2 · max p_M.")
     draft_length: int = Field(16, ge=1, le=512, description="[n] tokens per draft.")
     anchor_rule: Literal["nearest", "lm_preferred"] = Field(
         "nearest",

@@ -16,6 +16,7 @@ __all__ = [
     "PromptTooLongError",
     "DatastoreError",
     "OffsetError",
+    "DuplicateIdError",
 ]
 
 
@@ -53,3 +54,7 @@ class OffsetError(NestError, ValueError):
 
 class EvalDataError(NestError, ValueError):
     """An evaluation file (questions, prompts, corpus) is missing, unreadable or not in the expected format."""
+
+
+class DuplicateIdError(NestError, ValueError):
+    """Two documents (or two chunks) of one corpus have the same id, so citations would be ambiguous."""

@@ -55,8 +55,11 @@ class Datastore:
         keys: Sequence[ChunkKeys | None] | None = None,
         passage_embeddings: np.ndarray | None = None,
         max_tokens: int = DEFAULT_MAX_TOKENS,
+        documents: Iterable[Document] = (),
     ) -> None:
         self.lm = lm
+        #: the original documents (for line numbers and context in citations), by id; optional
+        self.documents: dict[str, Document] = {d.doc_id: d for d in documents}
         self.key_layer = key_layer
         self.max_tokens = max_tokens
         self.chunks: list[Chunk] = validate_chunks(chunks)
@@ -82,14 +85,17 @@ class Datastore:
         compute_keys: bool = True,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         progress: bool = True,
+        documents: Iterable[Document] = (),
     ) -> Datastore:
         """Index ``chunks``: token keys of every chunk (unless ``compute_keys=False``).
+
+        ``documents`` (optional) are kept with the store so citations can show line numbers and context.
 
         Raises:
             EmptyCorpusError: no chunk holds text.
             DatastoreError: more than ``max_tokens`` tokens to encode (checked before any encoding).
         """
-        store = cls(lm, list(chunks), key_layer=key_layer, max_tokens=max_tokens)
+        store = cls(lm, list(chunks), key_layer=key_layer, max_tokens=max_tokens, documents=documents)
         if compute_keys:
             store._encode_indices(range(len(store.chunks)), progress=progress)
         return store
@@ -99,7 +105,8 @@ class Datastore:
         cls, documents: Iterable[Document], lm: LoadedModel, *, chunk_size: int = 800, **kwargs: Any
     ) -> Datastore:
         """Split framework-free :class:`Document` objects (built-in splitter) and :meth:`build`."""
-        return cls.build(lm, chunks_from_documents(documents, chunk_size=chunk_size), **kwargs)
+        documents = list(documents)
+        return cls.build(lm, chunks_from_documents(documents, chunk_size=chunk_size), documents=documents, **kwargs)
 
     # ---- keys -----------------------------------------------------------------------------------
     def _count_tokens(self, indices: Sequence[int]) -> int:
@@ -220,8 +227,15 @@ class Datastore:
         self._retrievers.clear()
         self.token_store = self._make_token_store()
 
-    def add(self, chunks: Iterable[Chunk], *, compute_keys: bool = True, progress: bool = False) -> int:
-        """Add the chunks of new documents; returns how many were added.
+    def add(
+        self,
+        chunks: Iterable[Chunk],
+        *,
+        documents: Iterable[Document] = (),
+        compute_keys: bool = True,
+        progress: bool = False,
+    ) -> int:
+        """Add the chunks of new documents (and optionally the documents); returns how many chunks were added.
 
         Raises:
             DatastoreError: a chunk id or document id is already in the store (use :meth:`update`).
@@ -237,12 +251,22 @@ class Datastore:
             raise DatastoreError(f"chunk id(s) already in the datastore: {', '.join(dup[:5])}")
         keys: list[ChunkKeys | None] = [None] * len(new)
         if compute_keys:
-            self._check_budget(new)
-            keys = list(self.encoder.encode([c.text for c in new]))
+            total = self._check_budget(new)
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=total, unit="tok", unit_scale=True, desc="token keys")
+            try:
+                keys = list(self.encoder.encode([c.text for c in new], progress=bar.update if bar else None))
+            finally:
+                if bar is not None:
+                    bar.close()
         emb = _embed_passages([c.text for c in new]) if self._passage_emb is not None else None
         # commit: nothing above changed the store
         self.chunks = self.chunks + new
         self._keys = self._keys + keys
+        self.documents.update({d.doc_id: d for d in documents})
         if emb is not None:
             self._passage_emb = np.concatenate([np.asarray(self._passage_emb, dtype=np.float32), emb])
         self._changed()
@@ -262,6 +286,8 @@ class Datastore:
         if not keep:
             raise DatastoreError("deleting these documents would leave the datastore empty")
         removed = len(self.chunks) - len(keep)
+        for d in ids:
+            self.documents.pop(d, None)
         self.chunks = [self.chunks[i] for i in keep]
         self._keys = [self._keys[i] for i in keep]
         if self._passage_emb is not None:
@@ -269,7 +295,9 @@ class Datastore:
         self._changed()
         return removed
 
-    def update(self, doc_id: str, chunks: Iterable[Chunk], *, compute_keys: bool = True) -> None:
+    def update(
+        self, doc_id: str, chunks: Iterable[Chunk], *, document: Document | None = None, compute_keys: bool = True
+    ) -> None:
         """Re-index one changed document: its old chunks are replaced by ``chunks`` (all of ``doc_id``).
 
         The new chunks are encoded first; if that fails, the store is unchanged.
@@ -291,6 +319,10 @@ class Datastore:
         self.chunks = [self.chunks[i] for i in keep] + staging.chunks
         self._keys = [self._keys[i] for i in keep] + staging._keys
         self._passage_emb = emb
+        if document is not None:
+            self.documents[doc_id] = document
+        else:
+            self.documents.pop(doc_id, None)
         self._changed()
 
     # ---- persistence ----------------------------------------------------------------------------
@@ -344,8 +376,12 @@ class Datastore:
             "key_dtype": "float16",
             "passage_encoder": "all-MiniLM-L6-v2",
         }
+        doc_rows = [
+            {"doc_id": d.doc_id, "text": d.text, "metadata": _json_safe(dict(d.metadata))}
+            for d in self.documents.values()
+        ]
         root = Path(path)
-        persist.write_generation(root, manifest, rows, arrays, fail_after=_fail_after)
+        persist.write_generation(root, manifest, rows, arrays, doc_rows, fail_after=_fail_after)
         return root
 
     @classmethod
@@ -376,6 +412,7 @@ class Datastore:
                 "model or rebuild it with this one"
             )
         rows = persist.read_chunk_table(root, man, verify=verify)
+        doc_rows = persist.read_chunk_table(root, man, verify=verify, fname="documents.jsonl")
         token_ids = persist.open_array(root, man, "token_ids.npy", mmap=mmap, verify=verify)
         offsets = persist.open_array(root, man, "offsets.npy", mmap=mmap, verify=verify)
         keys = persist.open_array(root, man, "keys.npy", mmap=mmap, verify=verify)
@@ -400,6 +437,7 @@ class Datastore:
             keys=chunk_keys,
             passage_embeddings=passages,
             max_tokens=max_tokens,
+            documents=[Document(r["doc_id"], r["text"], r.get("metadata") or {}) for r in doc_rows],
         )
 
 

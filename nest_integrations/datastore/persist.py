@@ -6,6 +6,7 @@ Layout::
       manifest.json          points at the current generation; replaced atomically (os.replace)
       gen-000003/
         chunks.jsonl         one chunk per line: chunk_id, doc_id, doc_offset, text, metadata, token range
+        documents.jsonl      the original documents (doc_id, text, metadata), when the store has them
         token_ids.npy        (N,) int32   all chunks' tokens, concatenated in chunk order
         offsets.npy          (N, 2) int32 character range of each token in its chunk text
         keys.npy             (N, D) float16 hidden states (layer ``key_layer``); memory-mapped on load
@@ -71,6 +72,7 @@ def write_generation(
     manifest: dict[str, Any],
     chunk_rows: list[dict[str, Any]],
     arrays: dict[str, np.ndarray],
+    document_rows: list[dict[str, Any]] | None = None,
     fail_after: str | None = None,
 ) -> Path:
     """Write a new generation under ``root`` and switch ``manifest.json`` to it; returns its folder.
@@ -84,12 +86,12 @@ def write_generation(
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
         files: dict[str, dict[str, Any]] = {}
-        table = tmp / "chunks.jsonl"
-        with table.open("w", encoding="utf-8", newline="\n") as f:
-            for row in chunk_rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        for fname, table_rows in (("chunks.jsonl", chunk_rows), ("documents.jsonl", document_rows or [])):
+            with (tmp / fname).open("w", encoding="utf-8", newline="\n") as f:
+                for row in table_rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
         if fail_after == "chunks.jsonl":
             raise RuntimeError("simulated crash")
         for fname, arr in arrays.items():
@@ -181,14 +183,16 @@ def open_array(root: Path, man: dict[str, Any], fname: str, *, mmap: bool, verif
         raise DatastoreError(f"{path}: unreadable array ({e})") from None
 
 
-def read_chunk_table(root: Path, man: dict[str, Any], *, verify: bool) -> list[dict[str, Any]]:
-    """The rows of ``chunks.jsonl`` of the current generation."""
-    path = _check_file(root, man, "chunks.jsonl", verify)
+def read_chunk_table(
+    root: Path, man: dict[str, Any], *, verify: bool, fname: str = "chunks.jsonl"
+) -> list[dict[str, Any]]:
+    """The rows of a JSON Lines table (``chunks.jsonl``, ``documents.jsonl``) of the current generation."""
+    path = _check_file(root, man, fname, verify)
     rows = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             try:
                 rows.append(json.loads(line))
             except ValueError:
-                raise DatastoreError(f"{path}:{n}: damaged chunk table") from None
+                raise DatastoreError(f"{path}:{n}: damaged table") from None
     return rows

@@ -7,6 +7,11 @@ LangChain-backed helpers are loaded on first use.
   reporting unreadable ones instead of failing.
 - :func:`split_documents`: split documents with LangChain's ``RecursiveCharacterTextSplitter`` into
   :class:`~nest_integrations.chunks.Chunk` objects whose offsets are exact.
+- :func:`chunks_from_langchain`: LangChain documents (any loader) and splits (any splitter) →
+  documents and chunks with verified offsets (problems reported).
+- :func:`chunks_to_langchain`: LangChain documents for chunks (id = chunk id), to index a datastore's chunks.
+- :class:`LangChainPassageRetriever`: any LangChain retriever or vector store as NEST's passage retriever.
+- :class:`ExactTextLoader`: a text-file loader that keeps ``\\r\\n`` as on disk (``TextLoader`` does not).
 """
 
 from __future__ import annotations
@@ -14,13 +19,30 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from nest_integrations.langchain.documents import (
+        ExactTextLoader,
+        LangChainPassageRetriever,
+        chunks_from_langchain,
+        chunks_to_langchain,
+    )
     from nest_integrations.langchain.splitting import load_text_files, split_documents
 
-__all__ = ["load_text_files", "split_documents"]
+__all__ = [
+    "ExactTextLoader",
+    "LangChainPassageRetriever",
+    "chunks_from_langchain",
+    "chunks_to_langchain",
+    "load_text_files",
+    "split_documents",
+]
 
 _LAZY = {
     "load_text_files": "nest_integrations.langchain.splitting",
     "split_documents": "nest_integrations.langchain.splitting",
+    "ExactTextLoader": "nest_integrations.langchain.documents",
+    "LangChainPassageRetriever": "nest_integrations.langchain.documents",
+    "chunks_from_langchain": "nest_integrations.langchain.documents",
+    "chunks_to_langchain": "nest_integrations.langchain.documents",
 }
 
 

@@ -55,36 +55,52 @@ class KeyEncoder:
                     f"chunk {i} has {len(ids)} tokens, more than the model's context window ({limit}); "
                     "split documents into smaller chunks"
                 )
-        order = sorted(range(len(texts)), key=lambda i: len(toks[i][0]))
         results: list[ChunkKeys | None] = [None] * len(texts)
+        for batch in self.batches(toks):
+            self._run(batch, toks, results, progress)
+        return [r for r in results if r is not None]
+
+    def batches(self, toks: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
+        """Group tokenized chunks by length into batches of at most ``batch_tokens`` padded tokens."""
+        order = sorted(range(len(toks)), key=lambda i: len(toks[i][0]))
+        out: list[list[int]] = []
         batch: list[int] = []
         max_len = 0
         for i in order:
             n = max(1, len(toks[i][0]))
             if batch and max(max_len, n) * (len(batch) + 1) > self.batch_tokens:
-                self._run(batch, toks, results, progress)
+                out.append(batch)
                 batch, max_len = [], 0
             batch.append(i)
             max_len = max(max_len, n)
         if batch:
-            self._run(batch, toks, results, progress)
-        return [r for r in results if r is not None]
+            out.append(batch)
+        return out
 
-    @torch.inference_mode()
-    def _run(self, batch, toks, results, progress) -> None:
-        lm = self.lm
+    def padded_batch(self, batch: Sequence[int], toks: Sequence[tuple[np.ndarray, np.ndarray]]):
+        """(input_ids, attention_mask), each (B, T) long, right-padded, for the chunks in ``batch``."""
         lens = [len(toks[i][0]) for i in batch]
         width = max(max(lens), 1)
-        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        pad = self.lm.tokenizer.pad_token_id if self.lm.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for r, i in enumerate(batch):
             ids = toks[i][0]
             input_ids[r, : len(ids)] = torch.from_numpy(ids.astype(np.int64))
             mask[r, : len(ids)] = 1
-        device = lm.device
-        body = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model.model
-        out = body(
+        return input_ids, mask
+
+    @property
+    def body(self) -> torch.nn.Module:
+        """The decoder stack without the LM head."""
+        m = self.lm.model
+        return m.get_decoder() if hasattr(m, "get_decoder") else m.model
+
+    @torch.inference_mode()
+    def _run(self, batch, toks, results, progress) -> None:
+        input_ids, mask = self.padded_batch(batch, toks)
+        device = self.lm.device
+        out = self.body(
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
             output_hidden_states=True,
@@ -95,4 +111,4 @@ class KeyEncoder:
             ids, offs = toks[i]
             results[i] = ChunkKeys(token_ids=ids, offsets=offs, keys=np.ascontiguousarray(hs[r, : len(ids)]))
         if progress is not None:
-            progress(sum(lens))
+            progress(sum(len(toks[i][0]) for i in batch))

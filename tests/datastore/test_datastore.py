@@ -32,6 +32,7 @@ def test_round_trip_keys_and_chunks(tiny_store: Datastore, tiny_lm, tmp_path: Pa
     tiny_store.save(tmp_path / "s")
     loaded = Datastore.load(tmp_path / "s", tiny_lm)
     assert loaded.chunks == tiny_store.chunks
+    assert {k: d.text for k, d in loaded.documents.items()} == {d.doc_id: d.text for d in _docs(2)}
     assert loaded.key_layer == tiny_store.key_layer
     for a, b in zip(_keys(tiny_store), _keys(loaded), strict=True):
         assert np.array_equal(a.token_ids, b.token_ids)

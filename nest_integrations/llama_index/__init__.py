@@ -1,0 +1,42 @@
+"""LlamaIndex integration of nest-integrations.
+
+This subpackage (with :mod:`nest_integrations.langchain`) is the only place that imports LlamaIndex.
+Importing it is cheap: the LlamaIndex-backed helpers are loaded on first use.
+
+- :func:`chunks_from_llama_index`: LlamaIndex documents and nodes → documents and
+  :class:`~nest_integrations.chunks.Chunk` objects with verified offsets (problems reported).
+- :func:`chunks_to_llama_index`: text nodes for chunks (node id = chunk id), to index a datastore's chunks.
+- :class:`LlamaIndexPassageRetriever`: any LlamaIndex retriever or ``VectorStoreIndex`` as NEST's
+  passage retriever.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nest_integrations.llama_index.documents import (
+        LlamaIndexPassageRetriever,
+        chunks_from_llama_index,
+        chunks_to_llama_index,
+    )
+
+__all__ = ["LlamaIndexPassageRetriever", "chunks_from_llama_index", "chunks_to_llama_index"]
+
+_LAZY = {name: "nest_integrations.llama_index.documents" for name in __all__}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the LlamaIndex-backed helpers on first access."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
