@@ -22,4 +22,4 @@ def test_unknown_field_and_assignment_are_validated():
     c = NestConfig()
     with pytest.raises(ConfigError, match="delta"):
         c.delta = 2.0
-    assert c.replace(gamma=0.5).gamma == 0.5 and c.gamma != 0.5
+    assert c.replace(gamma=0.05).gamma == 0.05 and c.gamma != 0.05
