@@ -11,6 +11,7 @@ LangChain-backed helpers are loaded on first use.
   documents and chunks with verified offsets (problems reported).
 - :func:`chunks_to_langchain`: LangChain documents for chunks (id = chunk id), to index a datastore's chunks.
 - :class:`LangChainPassageRetriever`: any LangChain retriever or vector store as NEST's passage retriever.
+- :class:`MiniLMEmbeddings`: NEST's offline passage encoder as LangChain ``Embeddings``.
 - :class:`ExactTextLoader`: a text-file loader that keeps ``\\r\\n`` as on disk (``TextLoader`` does not).
 """
 
@@ -25,9 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover
         chunks_from_langchain,
         chunks_to_langchain,
     )
+    from nest_integrations.langchain.embeddings import MiniLMEmbeddings
     from nest_integrations.langchain.splitting import load_text_files, split_documents
 
 __all__ = [
+    "MiniLMEmbeddings",
     "ExactTextLoader",
     "LangChainPassageRetriever",
     "chunks_from_langchain",
@@ -37,6 +40,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "MiniLMEmbeddings": "nest_integrations.langchain.embeddings",
     "load_text_files": "nest_integrations.langchain.splitting",
     "split_documents": "nest_integrations.langchain.splitting",
     "ExactTextLoader": "nest_integrations.langchain.documents",

@@ -6,6 +6,7 @@ Importing it is cheap: the LlamaIndex-backed helpers are loaded on first use.
 - :func:`chunks_from_llama_index`: LlamaIndex documents and nodes → documents and
   :class:`~nest_integrations.chunks.Chunk` objects with verified offsets (problems reported).
 - :func:`chunks_to_llama_index`: text nodes for chunks (node id = chunk id), to index a datastore's chunks.
+- :class:`MiniLMEmbedding`: NEST's offline passage encoder as a LlamaIndex embedding model.
 - :class:`LlamaIndexPassageRetriever`: any LlamaIndex retriever or ``VectorStoreIndex`` as NEST's
   passage retriever.
 """
@@ -20,10 +21,12 @@ if TYPE_CHECKING:  # pragma: no cover
         chunks_from_llama_index,
         chunks_to_llama_index,
     )
+    from nest_integrations.llama_index.embeddings import MiniLMEmbedding
 
-__all__ = ["LlamaIndexPassageRetriever", "chunks_from_llama_index", "chunks_to_llama_index"]
+__all__ = ["LlamaIndexPassageRetriever", "MiniLMEmbedding", "chunks_from_llama_index", "chunks_to_llama_index"]
 
 _LAZY = {name: "nest_integrations.llama_index.documents" for name in __all__}
+_LAZY["MiniLMEmbedding"] = "nest_integrations.llama_index.embeddings"
 
 
 def __getattr__(name: str) -> Any:
