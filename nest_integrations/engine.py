@@ -37,6 +37,7 @@ class RetrievedPassage:
 class GenerationStats:
     """Statistics of one request (times in seconds)."""
 
+    prompt_tokens: int = 0
     output_tokens: int = 0
     forward_passes: int = 0
     copied_tokens: int = 0
@@ -267,6 +268,7 @@ class NestEngine:
             prompt, retrieval_query=retrieval_query, raw=raw, exclude_doc_ids=exclude_doc_ids, **overrides
         )
         stats.retrieval_s = time.perf_counter() - t_start
+        stats.prompt_tokens = len(prompt_ids)
         passages = [RetrievedPassage(self.chunks[i].chunk_id, self.chunks[i].doc_id, s) for i, s in hits]
         store = None
         req_chunks: list[Chunk] = []

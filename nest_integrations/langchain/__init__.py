@@ -3,6 +3,9 @@
 This subpackage is the only place that imports LangChain packages. Importing it is cheap: the
 LangChain-backed helpers are loaded on first use.
 
+- :class:`ChatNest`: the chat model (citations in ``response_metadata["citations"]``).
+- :class:`NestLLM`: completion-style LLM; :class:`NestRetriever`: the passage stage as a retriever;
+  :func:`citations_to_documents`: an answer's cited spans as documents.
 - :func:`load_text_files`: read ``.txt`` / ``.md`` files (folders recursively) into documents,
   reporting unreadable ones instead of failing.
 - :func:`split_documents`: split documents with LangChain's ``RecursiveCharacterTextSplitter`` into
@@ -20,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from nest_integrations.langchain.chat_models import ChatNest, UnsupportedMessageError, citations_to_documents
     from nest_integrations.langchain.documents import (
         ExactTextLoader,
         LangChainPassageRetriever,
@@ -27,9 +31,16 @@ if TYPE_CHECKING:  # pragma: no cover
         chunks_to_langchain,
     )
     from nest_integrations.langchain.embeddings import MiniLMEmbeddings
+    from nest_integrations.langchain.llms import NestLLM
+    from nest_integrations.langchain.retrievers import NestRetriever
     from nest_integrations.langchain.splitting import load_text_files, split_documents
 
 __all__ = [
+    "UnsupportedMessageError",
+    "citations_to_documents",
+    "NestRetriever",
+    "NestLLM",
+    "ChatNest",
     "MiniLMEmbeddings",
     "ExactTextLoader",
     "LangChainPassageRetriever",
@@ -40,6 +51,11 @@ __all__ = [
 ]
 
 _LAZY = {
+    "UnsupportedMessageError": "nest_integrations.langchain.chat_models",
+    "citations_to_documents": "nest_integrations.langchain.chat_models",
+    "NestRetriever": "nest_integrations.langchain.retrievers",
+    "NestLLM": "nest_integrations.langchain.llms",
+    "ChatNest": "nest_integrations.langchain.chat_models",
     "MiniLMEmbeddings": "nest_integrations.langchain.embeddings",
     "load_text_files": "nest_integrations.langchain.splitting",
     "split_documents": "nest_integrations.langchain.splitting",

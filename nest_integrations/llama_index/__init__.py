@@ -6,6 +6,9 @@ Importing it is cheap: the LlamaIndex-backed helpers are loaded on first use.
 - :func:`chunks_from_llama_index`: LlamaIndex documents and nodes → documents and
   :class:`~nest_integrations.chunks.Chunk` objects with verified offsets (problems reported).
 - :func:`chunks_to_llama_index`: text nodes for chunks (node id = chunk id), to index a datastore's chunks.
+- :class:`NestLLM`: ``Settings.llm`` for any query engine (citations in ``additional_kwargs``).
+- :class:`NestQueryEngine`: ``Response.source_nodes`` = the copied spans; :class:`CopiedSpanEvent` per span.
+- :class:`NestRetriever`: NEST's passage stage as a LlamaIndex retriever.
 - :class:`MiniLMEmbedding`: NEST's offline passage encoder as a LlamaIndex embedding model.
 - :class:`LlamaIndexPassageRetriever`: any LlamaIndex retriever or ``VectorStoreIndex`` as NEST's
   passage retriever.
@@ -22,10 +25,26 @@ if TYPE_CHECKING:  # pragma: no cover
         chunks_to_llama_index,
     )
     from nest_integrations.llama_index.embeddings import MiniLMEmbedding
+    from nest_integrations.llama_index.llms import NestLLM
+    from nest_integrations.llama_index.query_engine import CopiedSpanEvent, NestQueryEngine
+    from nest_integrations.llama_index.retrievers import NestRetriever
 
-__all__ = ["LlamaIndexPassageRetriever", "MiniLMEmbedding", "chunks_from_llama_index", "chunks_to_llama_index"]
+__all__ = [
+    "CopiedSpanEvent",
+    "LlamaIndexPassageRetriever",
+    "MiniLMEmbedding",
+    "NestLLM",
+    "NestQueryEngine",
+    "NestRetriever",
+    "chunks_from_llama_index",
+    "chunks_to_llama_index",
+]
 
 _LAZY = {name: "nest_integrations.llama_index.documents" for name in __all__}
+_LAZY["NestLLM"] = "nest_integrations.llama_index.llms"
+_LAZY["NestQueryEngine"] = "nest_integrations.llama_index.query_engine"
+_LAZY["CopiedSpanEvent"] = "nest_integrations.llama_index.query_engine"
+_LAZY["NestRetriever"] = "nest_integrations.llama_index.retrievers"
 _LAZY["MiniLMEmbedding"] = "nest_integrations.llama_index.embeddings"
 
 

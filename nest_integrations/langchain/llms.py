@@ -1,0 +1,141 @@
+"""``NestLLM``: NEST as a LangChain completion-style LLM (text in, text out, citations in generation_info)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.llms import LLM
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from nest_integrations.config import NestConfig
+from nest_integrations.errors import ConfigError, EmptyQuestionError
+from nest_integrations.langchain.chat_models import _check_stop, citation_dict
+
+__all__ = ["NestLLM"]
+
+
+class NestLLM(LLM):
+    """NEST for completion-style chains: ``invoke(text) -> str``; use ``generate`` for the citations.
+
+    The prompt is fed raw (``raw=True``: no chat template) unless ``chat_template=True``, and it is
+    also the retrieval query (or ``retrieval_query`` when set). Each generation's ``generation_info``
+    holds ``citations`` (see :func:`~nest_integrations.langchain.chat_models.citation_dict`),
+    ``finish_reason`` and ``nest_stats``. Streaming fires ``on_llm_new_token`` per text delta.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    engine: Any = Field(default=None, exclude=True)
+    model: str = ""
+    nest_config: NestConfig | None = None
+    chat_template: bool = False
+    retrieval_query: str | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.engine is None:
+            raise ConfigError("NestLLM needs an engine: NestLLM(engine=NestEngine(...)) or ChatNest's constructors")
+        _check_stop(self.stop)
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise ConfigError(f"max_tokens must be positive (got {self.max_tokens})")
+        if not self.model:
+            self.model = self.engine.lm.model_id
+
+    @property
+    def _llm_type(self) -> str:
+        return "nest"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "config": (self.nest_config or self.engine.config).model_dump(mode="json")}
+
+    def _opts(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        _check_stop(stop)
+        opts: dict[str, Any] = dict(self.nest_config.model_dump()) if self.nest_config else {}
+        max_tokens = kwargs.get("max_tokens") or self.max_tokens
+        if max_tokens:
+            opts["max_new_tokens"] = int(max_tokens)
+        stops = list(self.stop or []) + list(stop or [])
+        if stops:
+            opts["stop"] = stops
+        return opts
+
+    def _run(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]):
+        if not prompt.strip():
+            raise EmptyQuestionError("the prompt is empty")
+        return self.engine.stream(
+            prompt,
+            raw=not self.chat_template,
+            retrieval_query=self.retrieval_query or prompt,
+            **self._opts(stop, kwargs),
+        )
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        gens = []
+        for prompt in prompts:
+            result = None
+            with self._lock:
+                for delta in self._run(prompt, stop, kwargs):
+                    if delta.text and run_manager:
+                        run_manager.on_llm_new_token(delta.text)
+                    result = delta.result or result
+            assert result is not None
+            info = {
+                "citations": [citation_dict(s) for s in result.spans],
+                "finish_reason": result.finish_reason,
+                "nest_stats": result.stats.to_dict(),
+            }
+            gens.append([Generation(text=result.text, generation_info=info)])
+        return LLMResult(generations=gens, llm_output={"model_name": self.model})
+
+    def _call(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        return self._generate([prompt], stop, run_manager, **kwargs).generations[0][0].text
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        with self._lock:
+            for delta in self._run(prompt, stop, kwargs):
+                info: dict[str, Any] = {"citations": [citation_dict(s) for s in delta.spans]} if delta.spans else {}
+                if delta.result is not None:
+                    info["finish_reason"] = delta.result.finish_reason
+                if not delta.text and not info:
+                    continue
+                chunk = GenerationChunk(text=delta.text, generation_info=info or None)
+                if run_manager and delta.text:
+                    run_manager.on_llm_new_token(delta.text, chunk=chunk)
+                yield chunk
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        return await asyncio.to_thread(self._generate, prompts, stop, None, **kwargs)

@@ -1,0 +1,313 @@
+"""``NestLLM``: NEST as a LlamaIndex LLM (``Settings.llm = NestLLM(...)``), citations in ``additional_kwargs``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+from pydantic import Field, PrivateAttr
+
+from nest_integrations.chunks import Chunk
+from nest_integrations.config import NestConfig
+from nest_integrations.errors import ConfigError, EmptyQuestionError
+from nest_integrations.retrieval.base import ScoredChunk, clamp_k
+
+__all__ = ["NestLLM", "PromptChunksRetriever", "citation_dict"]
+
+
+def citation_dict(span: Any) -> dict[str, Any]:
+    """One copied span as a plain dict (source, ids, offsets in the document and in the response)."""
+    return {
+        "cited_text": span.text,
+        "source": span.source,
+        "doc_id": span.doc_id,
+        "chunk_id": span.chunk_id,
+        "start_char_idx": span.doc_start,
+        "end_char_idx": span.doc_end,
+        "response_start": span.response_start,
+        "response_end": span.response_end,
+        "n_tokens": span.n_tokens,
+    }
+
+
+class PromptChunksRetriever:
+    """Passage stage for an LLM inside a LlamaIndex synthesizer: the chunks whose text is in the prompt.
+
+    The synthesizer puts retrieved node texts into the prompt; those chunks (in prompt order, at most
+    ``k``) become the request's token store. When the prompt holds none, ``fallback`` (e.g. the
+    built-in hybrid retriever over the same chunks) picks the top-``k`` for the query.
+    """
+
+    def __init__(self, chunks: Sequence[Chunk], fallback: Any) -> None:
+        self.chunks = chunks
+        self.fallback = fallback
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        found = []
+        for i, c in enumerate(self.chunks):
+            pos = query.find(c.text)
+            if pos >= 0:
+                found.append((pos, i))
+        if found:
+            found.sort()
+            return [ScoredChunk(i, 1.0) for _, i in found[: clamp_k(k, len(self.chunks))]]
+        return self.fallback.retrieve(query, k)
+
+
+class NestLLM(CustomLLM):
+    """NEST for LlamaIndex: ``complete`` / ``stream_complete`` / ``chat`` / async, over a NEST engine.
+
+    Copied spans are in ``CompletionResponse.additional_kwargs["citations"]`` (and ``ChatResponse``'s).
+    Completion prompts are fed as chat (the model's chat template, one user message) unless
+    ``raw_completion=True``. The retrieval query is the prompt itself.
+
+    Build it with ``NestLLM(engine=...)``, or :meth:`from_index` to make an index's nodes the datastore
+    (then, per call, the token store holds the nodes the synthesizer put into the prompt).
+    """
+
+    model_name: str = Field(default="", description="model id (from the engine when empty)")
+    max_new_tokens: int | None = Field(default=None, description="tokens per answer (default: the engine config)")
+    raw_completion: bool = False
+    nest_config: NestConfig | None = None
+
+    _engine: Any = PrivateAttr()
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(self, engine: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if engine is None:
+            raise ConfigError("NestLLM needs an engine: NestLLM(engine=...), NestLLM.from_index(index) or from a datastore")
+        if self.max_new_tokens is not None and self.max_new_tokens <= 0:
+            raise ConfigError(f"max_new_tokens must be positive (got {self.max_new_tokens})")
+        self._engine = engine
+        if not self.model_name:
+            self.model_name = engine.lm.model_id
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "NestLLM"
+
+    @property
+    def engine(self) -> Any:
+        """The :class:`~nest_integrations.engine.NestEngine` behind this LLM."""
+        return self._engine
+
+    @classmethod
+    def from_index(
+        cls,
+        index: Any,
+        *,
+        model: Any = None,
+        documents: Sequence[Any] | None = None,
+        nest_config: NestConfig | None = None,
+        **kwargs: Any,
+    ) -> NestLLM:
+        """An LLM whose datastore is the nodes of ``index`` (e.g. a ``VectorStoreIndex``).
+
+        ``documents`` (the LlamaIndex documents the index was built from) let every node offset be
+        verified against its document text; without them, node offsets are used when they are
+        consistent with the node text, else the node itself is the cited document.
+        """
+        from nest_integrations.datastore import Datastore
+        from nest_integrations.llama_index.documents import chunks_from_llama_index
+        from nest_integrations.models import LoadedModel, load_model
+
+        lm = model if isinstance(model, LoadedModel) else load_model(model)
+        nodes = list(index.docstore.docs.values())
+        if documents is not None:
+            docs, chunks, _ = chunks_from_llama_index(documents, nodes)
+        else:
+            docs, chunks = [], [_chunk_of_node(n) for n in nodes]
+        store = Datastore.build(lm, chunks, documents=docs, progress=False)
+        cfg = nest_config or NestConfig(method="ra-nest")
+        retriever = PromptChunksRetriever(store.chunks, store.passage_retriever(cfg.retriever))
+        # the synthesizer already put the context into the prompt: decode it with NEST over those nodes
+        cfg = cfg.replace(method="nest") if cfg.method == "ra-nest" else cfg
+        return cls(engine=store.engine(cfg, retriever=retriever), nest_config=cfg, **kwargs)
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        cfg = self.nest_config or self._engine.config
+        return LLMMetadata(
+            context_window=int(self._engine.lm.context_window),
+            num_output=int(self.max_new_tokens or cfg.max_new_tokens),
+            model_name=self.model_name,
+            is_chat_model=False,
+        )
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _opts(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        opts: dict[str, Any] = dict(self.nest_config.model_dump()) if self.nest_config else {}
+        n = kwargs.get("max_new_tokens") or kwargs.get("max_tokens") or self.max_new_tokens
+        if n:
+            opts["max_new_tokens"] = int(n)
+        return opts
+
+    def _stream(self, prompt: Any, query: str, raw: bool, kwargs: dict[str, Any]):
+        if not query.strip():
+            raise EmptyQuestionError("the prompt is empty")
+        return self._engine.stream(prompt, raw=raw, retrieval_query=query, **self._opts(kwargs))
+
+    def _complete_sync(self, prompt: str, kwargs: dict[str, Any]) -> CompletionResponse:
+        with self._lock:
+            result = None
+            for d in self._stream(prompt, prompt, self.raw_completion, kwargs):
+                result = d.result or result
+        assert result is not None
+        return CompletionResponse(text=result.text, additional_kwargs=_extra(result))
+
+    def _stream_sync(self, prompt: str, kwargs: dict[str, Any]) -> CompletionResponseGen:
+        text = ""
+        with self._lock:
+            for d in self._stream(prompt, prompt, self.raw_completion, kwargs):
+                text += d.text
+                extra = {"citations": [citation_dict(s) for s in d.spans]}
+                if d.result is not None:
+                    extra = _extra(d.result)
+                if d.text or d.result is not None or d.spans:
+                    yield CompletionResponse(text=text, delta=d.text, additional_kwargs=extra)
+
+    # ---- completion -----------------------------------------------------------------------------
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return self._complete_sync(prompt, kwargs)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        return self._stream_sync(prompt, kwargs)
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return await asyncio.to_thread(self._complete_sync, prompt, kwargs)
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        return _to_async(lambda: self._stream_sync(prompt, kwargs))
+
+    # ---- chat (the model's chat template) ---------------------------------------------------------
+    def _messages(self, messages: Sequence[ChatMessage]) -> tuple[list[dict[str, str]], str]:
+        out = []
+        for m in messages:
+            role = {MessageRole.SYSTEM: "system", MessageRole.USER: "user", MessageRole.ASSISTANT: "assistant"}.get(
+                m.role
+            )
+            if role is None:
+                raise ConfigError(f"NestLLM cannot take {m.role.value!r} messages (no tool calling)")
+            out.append({"role": role, "content": m.content or ""})
+        users = [m["content"] for m in out if m["role"] == "user"]
+        if not users:
+            raise EmptyQuestionError("no user message to answer")
+        return out, users[-1]
+
+    def _chat_sync(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
+        msgs, query = self._messages(messages)
+        with self._lock:
+            result = None
+            for d in self._stream(msgs, query, False, kwargs):
+                result = d.result or result
+        assert result is not None
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text), additional_kwargs=_extra(result)
+        )
+
+    def _stream_chat_sync(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponseGen:
+        msgs, query = self._messages(messages)
+        text = ""
+        with self._lock:
+            for d in self._stream(msgs, query, False, kwargs):
+                text += d.text
+                extra = _extra(d.result) if d.result is not None else {"citations": [citation_dict(s) for s in d.spans]}
+                yield ChatResponse(
+                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=d.text, additional_kwargs=extra
+                )
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._chat_sync(messages, kwargs)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        return self._stream_chat_sync(messages, kwargs)
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await asyncio.to_thread(self._chat_sync, messages, kwargs)
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        return _to_async(lambda: self._stream_chat_sync(messages, kwargs))
+
+
+def _extra(result: Any) -> dict[str, Any]:
+    return {
+        "citations": [citation_dict(s) for s in result.spans],
+        "finish_reason": result.finish_reason,
+        "nest_stats": result.stats.to_dict(),
+    }
+
+
+def _chunk_of_node(node: Any) -> Chunk:
+    from llama_index.core.schema import MetadataMode
+
+    text = node.get_content(metadata_mode=MetadataMode.NONE)
+    meta = dict(node.metadata)
+    if "source" not in meta and meta.get("file_path"):
+        meta["source"] = str(meta["file_path"])
+    s, e, ref = node.start_char_idx, node.end_char_idx, node.ref_doc_id
+    if ref is not None and s is not None and e is not None and e - s == len(text):
+        return Chunk(text, node.node_id, ref, int(s), meta)
+    # offsets unknown or inconsistent: the node is its own document, so citations stay exact
+    meta["offsets_relative_to"] = "node"
+    return Chunk(text, node.node_id, node.node_id, 0, meta)
+
+
+def _to_async(make_gen: Any) -> Any:
+    """An async generator over a blocking generator run in a worker thread (the event loop stays free)."""
+
+    async def gen() -> Any:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for item in make_gen():
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as e:  # handed to the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        task = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            await task
+
+    return gen()

@@ -1,0 +1,228 @@
+"""``NestQueryEngine``: a LlamaIndex query engine whose ``source_nodes`` are the spans NEST copied.
+
+Each source node is one copied span: node text = the span, ``start_char_idx`` / ``end_char_idx`` = its
+place in the source document, SOURCE relationship = that document, metadata = the source chunk's
+metadata (file path, …) plus the span's place in the response. Unlike ``CitationQueryEngine``, the
+citations are not numbers the LLM was asked to write: they are verified by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from llama_index.core.base.response.schema import Response, StreamingResponse
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.query_engine import CustomQueryEngine
+from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
+from pydantic import Field
+
+from nest_integrations.config import NestConfig
+from nest_integrations.errors import ConfigError, EmptyQuestionError
+
+__all__ = ["NestQueryEngine", "CopiedSpanEvent", "span_to_node"]
+
+dispatcher = get_dispatcher(__name__)
+
+
+class CopiedSpanEvent(BaseEvent):
+    """Emitted through the LlamaIndex dispatcher for every span NEST copied into an answer."""
+
+    cited_text: str
+    doc_id: str
+    chunk_id: str
+    source: str | None = None
+    start_char_idx: int
+    end_char_idx: int
+    response_start: int
+    response_end: int
+    n_tokens: int
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "CopiedSpanEvent"
+
+
+def span_to_node(span: Any, chunk_metadata: dict[str, Any] | None = None, score: float | None = None) -> NodeWithScore:
+    """One copied span as a ``NodeWithScore`` (see the module docs for the fields)."""
+    meta = dict(chunk_metadata or {})
+    meta.update(
+        doc_id=span.doc_id,
+        chunk_id=span.chunk_id,
+        response_start=span.response_start,
+        response_end=span.response_end,
+        n_tokens=span.n_tokens,
+    )
+    node = TextNode(
+        id_=f"{span.chunk_id}@{span.doc_start}-{span.doc_end}:{span.response_start}",
+        text=span.text,
+        metadata=meta,
+        start_char_idx=span.doc_start,
+        end_char_idx=span.doc_end,
+    )
+    node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=span.doc_id)
+    return NodeWithScore(node=node, score=score)
+
+
+class NestQueryEngine(CustomQueryEngine):
+    """Answer queries with NEST; ``Response.source_nodes`` are the copied spans (exact offsets).
+
+    Build with :meth:`from_documents` (LlamaIndex documents, any node parser) or :meth:`from_index`
+    (an existing ``VectorStoreIndex`` / retriever as the passage stage), or pass ``engine``.
+    ``streaming=True`` returns a ``StreamingResponse`` whose ``source_nodes`` are complete when the
+    stream ends.
+    """
+
+    engine: Any = Field(default=None, exclude=True)
+    streaming: bool = False
+    nest_config: NestConfig | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.engine is None:
+            raise ConfigError("NestQueryEngine needs an engine: use from_documents(...) or from_index(...)")
+
+    @classmethod
+    def from_documents(
+        cls,
+        documents: Sequence[Any],
+        *,
+        node_parser: Any = None,
+        model: Any = None,
+        nest_config: NestConfig | None = None,
+        **kwargs: Any,
+    ) -> NestQueryEngine:
+        """Parse LlamaIndex documents into nodes (default ``SentenceSplitter``), index them, and answer over them.
+
+        Raises:
+            EmptyCorpusError: no node with text.
+        """
+        from nest_integrations.datastore import Datastore
+        from nest_integrations.llama_index.documents import chunks_from_llama_index
+        from nest_integrations.models import LoadedModel, load_model
+
+        lm = model if isinstance(model, LoadedModel) else load_model(model)
+        docs, chunks, problems = chunks_from_llama_index(documents, node_parser=node_parser)
+        if problems:
+            import warnings
+
+            warnings.warn(f"{len(problems)} node(s) not indexed: {problems[0]}", stacklevel=2)
+        store = Datastore.build(lm, chunks, documents=docs, progress=False)
+        cfg = nest_config or NestConfig()
+        return cls(engine=store.engine(cfg), nest_config=cfg, **kwargs)
+
+    @classmethod
+    def from_index(
+        cls,
+        index: Any,
+        *,
+        model: Any = None,
+        documents: Sequence[Any] | None = None,
+        similarity_top_k: int | None = None,
+        nest_config: NestConfig | None = None,
+        **kwargs: Any,
+    ) -> NestQueryEngine:
+        """Use an existing ``VectorStoreIndex`` (or any index with a docstore) as the passage stage.
+
+        The index's nodes become the datastore (offsets verified against ``documents`` when given);
+        retrieval per query is the index's own retriever.
+
+        Raises:
+            EmptyCorpusError: the index holds no node.
+        """
+        from nest_integrations.datastore import Datastore
+        from nest_integrations.errors import EmptyCorpusError
+        from nest_integrations.llama_index.documents import LlamaIndexPassageRetriever, chunks_from_llama_index
+        from nest_integrations.llama_index.llms import _chunk_of_node
+        from nest_integrations.models import LoadedModel, load_model
+
+        nodes = list(index.docstore.docs.values())
+        if not nodes:
+            raise EmptyCorpusError("the index holds no nodes: insert documents before building a query engine")
+        lm = model if isinstance(model, LoadedModel) else load_model(model)
+        if documents is not None:
+            docs, chunks, _ = chunks_from_llama_index(documents, nodes)
+        else:
+            docs, chunks = [], [_chunk_of_node(n) for n in nodes]
+        store = Datastore.build(lm, chunks, documents=docs, progress=False)
+        cfg = nest_config or NestConfig()
+        if similarity_top_k:
+            cfg = cfg.replace(passages=similarity_top_k)
+        retriever = LlamaIndexPassageRetriever(index, store.chunks)
+        return cls(engine=store.engine(cfg, retriever=retriever), nest_config=cfg, **kwargs)
+
+    # ---- querying -------------------------------------------------------------------------------
+    def _meta_of(self, chunk_id: str) -> dict[str, Any]:
+        if not hasattr(self, "_chunk_meta"):
+            object.__setattr__(self, "_chunk_meta", {c.chunk_id: dict(c.metadata) for c in self.engine.chunks})
+        return dict(self._chunk_meta.get(chunk_id, {}))
+
+    def _event(self, span: Any) -> None:
+        dispatcher.event(
+            CopiedSpanEvent(
+                cited_text=span.text,
+                doc_id=span.doc_id,
+                chunk_id=span.chunk_id,
+                source=span.source,
+                start_char_idx=span.doc_start,
+                end_char_idx=span.doc_end,
+                response_start=span.response_start,
+                response_end=span.response_end,
+                n_tokens=span.n_tokens,
+            )
+        )
+
+    def _node(self, span: Any, scores: dict[str, float]) -> NodeWithScore:
+        return span_to_node(span, self._meta_of(span.chunk_id), scores.get(span.chunk_id))
+
+    def _run(self, query_str: str) -> Iterator[Any]:
+        if not query_str or not query_str.strip():
+            raise EmptyQuestionError("the query is empty")
+        opts = self.nest_config.model_dump() if self.nest_config else {}
+        return self.engine.stream(query_str, **opts)
+
+    @dispatcher.span
+    def custom_query(self, query_str: str) -> Response | StreamingResponse:
+        if self.streaming:
+            return self._streaming(query_str)
+        result = None
+        for d in self._run(query_str):
+            result = d.result or result
+        assert result is not None
+        scores = {p.chunk_id: p.score for p in result.passages}
+        for span in result.spans:
+            self._event(span)
+        nodes = [self._node(s, scores) for s in result.spans]
+        return Response(result.text, source_nodes=nodes, metadata=_metadata(result))
+
+    def _streaming(self, query_str: str) -> StreamingResponse:
+        source_nodes: list[NodeWithScore] = []
+        response = StreamingResponse(response_gen=iter(()), source_nodes=source_nodes, metadata={})
+        deltas = self._run(query_str)
+
+        def gen() -> Iterator[str]:
+            for d in deltas:
+                for span in d.spans:  # each span as soon as it is complete
+                    self._event(span)
+                if d.text:
+                    yield d.text
+                if d.result is not None:
+                    scores = {p.chunk_id: p.score for p in d.result.passages}
+                    source_nodes.extend(self._node(s, scores) for s in d.result.spans)
+                    response.metadata.update(_metadata(d.result))
+
+        response.response_gen = gen()
+        return response
+
+    async def acustom_query(self, query_str: str) -> Response | StreamingResponse:
+        return await asyncio.to_thread(self.custom_query, query_str)
+
+
+def _metadata(result: Any) -> dict[str, Any]:
+    return {
+        "finish_reason": result.finish_reason,
+        "nest_stats": result.stats.to_dict(),
+        "passages": [p.__dict__ for p in result.passages],
+    }
