@@ -1,35 +1,66 @@
 """nest-integrations: NEST (Nearest Neighbor Speculative Decoding) for LangChain and LlamaIndex.
 
 The framework-free engine lives here; ``nest_integrations.langchain`` and
-``nest_integrations.llama_index`` adapt it to the frameworks.
+``nest_integrations.llama_index`` adapt it to the frameworks. Names are imported on first use, so
+``import nest_integrations`` (and ``nest --help``) does not load torch or transformers.
 """
 
-from nest_integrations.attribution import CopiedSpan
-from nest_integrations.chunks import Chunk, Document, chunks_from_documents
-from nest_integrations.config import NestConfig
-from nest_integrations.engine import GenerationStats, NestDelta, NestEngine, NestResult, RetrievedPassage
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from nest_integrations.errors import (
     ConfigError,
     DatastoreError,
+    DuplicateIdError,
     EmptyCorpusError,
     EmptyQuestionError,
+    EvalDataError,
     ModelNotFoundError,
     NestError,
     OffsetError,
     PromptTooLongError,
 )
-from nest_integrations.models import LoadedModel, default_model_dir, download_default_model, load_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nest_integrations.attribution import CopiedSpan
+    from nest_integrations.chunks import Chunk, Document, chunks_from_documents
+    from nest_integrations.config import NestConfig
+    from nest_integrations.datastore import Datastore
+    from nest_integrations.engine import GenerationStats, NestDelta, NestEngine, NestResult, RetrievedPassage
+    from nest_integrations.models import LoadedModel, default_model_dir, download_default_model, load_model
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "CopiedSpan": "nest_integrations.attribution",
+    "Chunk": "nest_integrations.chunks",
+    "Document": "nest_integrations.chunks",
+    "chunks_from_documents": "nest_integrations.chunks",
+    "NestConfig": "nest_integrations.config",
+    "Datastore": "nest_integrations.datastore",
+    "GenerationStats": "nest_integrations.engine",
+    "NestDelta": "nest_integrations.engine",
+    "NestEngine": "nest_integrations.engine",
+    "NestResult": "nest_integrations.engine",
+    "RetrievedPassage": "nest_integrations.engine",
+    "LoadedModel": "nest_integrations.models",
+    "default_model_dir": "nest_integrations.models",
+    "download_default_model": "nest_integrations.models",
+    "load_model": "nest_integrations.models",
+}
 
 __all__ = [
     "Chunk",
     "ConfigError",
     "CopiedSpan",
+    "Datastore",
     "DatastoreError",
     "Document",
+    "DuplicateIdError",
     "EmptyCorpusError",
     "EmptyQuestionError",
+    "EvalDataError",
     "GenerationStats",
     "LoadedModel",
     "ModelNotFoundError",
@@ -47,3 +78,19 @@ __all__ = [
     "download_default_model",
     "load_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import engine-side names on first access (keeps ``import nest_integrations`` light)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

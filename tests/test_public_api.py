@@ -5,10 +5,21 @@ import nest_integrations
 
 def test_all_is_pinned():
     assert sorted(nest_integrations.__all__) == sorted([
-        "Chunk", "ConfigError", "CopiedSpan", "DatastoreError", "Document", "EmptyCorpusError",
-        "EmptyQuestionError", "GenerationStats", "LoadedModel", "ModelNotFoundError", "NestConfig", "NestDelta",
+        "Chunk", "ConfigError", "CopiedSpan", "Datastore", "DatastoreError", "Document", "DuplicateIdError",
+        "EmptyCorpusError", "EmptyQuestionError", "EvalDataError", "GenerationStats", "LoadedModel", "ModelNotFoundError", "NestConfig", "NestDelta",
         "NestEngine", "NestError", "NestResult", "OffsetError", "PromptTooLongError", "RetrievedPassage",
         "__version__", "chunks_from_documents", "default_model_dir", "download_default_model", "load_model",
     ])
     for name in nest_integrations.__all__:
         assert hasattr(nest_integrations, name)
+
+
+def test_import_is_light():
+    """``import nest_integrations`` (and so ``nest --help``) must not load torch or the frameworks."""
+    import subprocess
+    import sys
+
+    code = "import sys, nest_integrations, nest_integrations.langchain, nest_integrations.llama_index; " \
+        "print(sorted(m for m in ('torch', 'transformers', 'langchain_core', 'llama_index') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
