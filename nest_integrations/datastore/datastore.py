@@ -114,6 +114,19 @@ class Datastore:
         return sum(len(tok(self.chunks[i].text, add_special_tokens=False)["input_ids"]) for i in indices)
 
     def _check_budget(self, chunks: Sequence[Chunk]) -> int:
+        """Tokens to encode; raises before any key is computed if more than ``max_tokens``.
+
+        A corpus of more than 8 characters per allowed token is refused without tokenizing (English text
+        runs at about 4 characters per token); otherwise tokens are counted, stopping at the limit.
+        """
+        n_chars = sum(len(c.text) for c in chunks)
+        if n_chars > 8 * self.max_tokens:
+            raise DatastoreError(
+                f"indexing stopped before computing keys: {n_chars:,} characters is far more than max_tokens="
+                f"{self.max_tokens:,} tokens allow (about {n_chars // 4:,} tokens, "
+                f"{n_chars // 4 * self.lm.hidden_size * 2 / 1e9:.1f} GB of keys); raise max_tokens (`--max-tokens` "
+                "on the command line) if you mean it, or index fewer documents"
+            )
         tok = self.lm.tokenizer
         n = 0
         for c in chunks:

@@ -100,7 +100,7 @@ def test_size_limit_stops_before_any_key_is_computed(tiny_lm, monkeypatch: pytes
         raise AssertionError("keys were computed")
 
     monkeypatch.setattr(KeyEncoder, "encode", boom)
-    with pytest.raises(DatastoreError, match="more than 50 tokens"):
+    with pytest.raises(DatastoreError, match="stopped before computing keys"):
         Datastore.from_documents(_docs(1), tiny_lm, max_tokens=50, progress=False)
 
 
@@ -175,3 +175,27 @@ def test_add_delete_update_change_answers(default_lm, tmp_path: Path) -> None:
     gone = store.engine(cfg).generate(QUESTION)
     assert all(p.doc_id != NEW_DOC.doc_id for p in gone.passages)
     assert all(s.doc_id != NEW_DOC.doc_id for s in gone.spans)
+
+
+def test_a_50mb_document_is_split_exactly_and_refused_before_key_building(tiny_lm, monkeypatch) -> None:
+    from langchain_core.documents import Document as LCDocument
+
+    from nest_integrations.langchain.documents import chunks_from_langchain
+    from nest_integrations.store import KeyEncoder
+
+    base = "\n\n".join(d.text for d in load_demo_documents()) + "\n\n"
+    text = (base * (50_000_000 // len(base) + 1))[:50_000_000]
+    docs, chunks, problems = chunks_from_langchain([LCDocument(page_content=text, metadata={"source": "big.txt"})])
+    assert problems == [] and len(docs) == 1
+    assert all(text[c.doc_offset : c.doc_offset + len(c.text)] == c.text for c in chunks)
+    assert sum(len(c.text) for c in chunks) > 0.95 * len(text.replace("\n\n", ""))
+
+    def boom(*a, **k):  # pragma: no cover - must not be reached
+        raise AssertionError("keys were computed")
+
+    monkeypatch.setattr(KeyEncoder, "encode", boom)
+    with pytest.raises(DatastoreError, match="before computing keys"):
+        Datastore.build(tiny_lm, chunks, max_tokens=1_000_000, progress=False)
+    # within the character bound, tokens are counted and the limit still holds
+    with pytest.raises(DatastoreError, match="more than 20,000 tokens"):
+        Datastore.build(tiny_lm, chunks[:200], max_tokens=20_000, progress=False)
