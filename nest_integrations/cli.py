@@ -202,6 +202,12 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--no-stream", action="store_true", help="print the answer when it is complete, with [n] markers")
     g.add_argument(
+        "--html",
+        metavar="FILE",
+        default=None,
+        help="also write an HTML page: the answer with copied spans highlighted, each linked to its source in context",
+    )
+    g.add_argument(
         "--color",
         choices=("auto", "always", "never"),
         default="auto",
@@ -396,11 +402,20 @@ def _run_ask(args: argparse.Namespace) -> int:
         doc_texts = {d.doc_id: d.text for d in documents}
     color = _use_color(args.color, sys.stdout)
 
+    def write_html(result: Any) -> None:
+        if args.html:
+            from pathlib import Path
+
+            from nest_integrations.html import render_html
+
+            Path(args.html).write_text(render_html(result, doc_texts, question), encoding="utf-8")
+
     if args.json:
         result = engine.generate(question)
         payload = result.to_dict()
         payload.update(question=question, model=lm.model_id, config=config.model_dump(mode="json"))
         _write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+        write_html(result)
         return 0
 
     if args.no_stream:
@@ -418,6 +433,7 @@ def _run_ask(args: argparse.Namespace) -> int:
         assert result is not None
         if not last.endswith("\n"):
             _write("\n")
+    write_html(result)
     sources = render_sources(result, doc_texts, color)
     if sources:
         _write("\n" + sources + "\n")

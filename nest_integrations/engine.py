@@ -92,6 +92,17 @@ class NestResult:
     passages: list[RetrievedPassage]
     method: str = "nest"
 
+    def to_html(self, documents: dict[str, str] | None = None, question: str | None = None) -> str:
+        """A self-contained HTML page: copied spans highlighted and linked to their sources in context."""
+        from nest_integrations.html import render_html
+
+        return render_html(self, documents, question)
+
+    def _repr_html_(self) -> str:  # notebooks
+        from nest_integrations.html import render_fragment
+
+        return render_fragment(self)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: text, spans (NEST.md §8 fields), finish_reason, stats, passages."""
         return {

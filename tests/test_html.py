@@ -1,0 +1,84 @@
+"""HTML attribution view: structure, escaping, and every highlighted span equal to its source on disk."""
+
+from __future__ import annotations
+
+import html
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+from nest_integrations.attribution import CopiedSpan
+from nest_integrations.engine import GenerationStats, NestResult
+from nest_integrations.html import render_html
+from tests.test_cli import DEMO_FILE, needs_model, run_cli
+
+
+class _Marks(HTMLParser):
+    """Collects <mark class="span"> (answer) and <mark class="cited"> (sources) texts and attributes."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, dict]] = []
+        self.spans: list[tuple[dict, str]] = []
+        self.cited: list[str] = []
+        self.ids: set[str] = set()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "a" and "href" in a:
+            self.hrefs.append(a["href"])
+        if tag == "mark":
+            self.stack.append((a.get("class", ""), a, []))
+
+    def handle_data(self, data):
+        for frame in self.stack:
+            frame[2].append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "mark" and self.stack:
+            cls, attrs, text = self.stack.pop()
+            if cls == "span":
+                self.spans.append((attrs, "".join(text)))
+            elif cls == "cited":
+                self.cited.append("".join(text))
+
+
+def _result(text: str, spans: list[CopiedSpan]) -> NestResult:
+    return NestResult(text=text, spans=spans, finish_reason="eos", token_ids=[], stats=GenerationStats(), passages=[])
+
+
+def test_structure_and_escaping() -> None:
+    doc = "Intro. The <b>Broncos</b> & friends won 24–10.\nMore text."
+    s0 = doc.index("The <b>")
+    span_text = doc[s0 : s0 + len("The <b>Broncos</b> & friends won")]
+    answer = "Answer: " + span_text + "."
+    span = CopiedSpan(span_text, "d1", "d1#0", "notes.txt", s0, s0 + len(span_text), 8, 8 + len(span_text), 9)
+    page = render_html(_result(answer, [span]), {"d1": doc}, question="Who won <then>?")
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    assert "<b>Broncos" not in page  # user text is escaped, never markup
+    p = _Marks()
+    p.feed(page)
+    assert [t for _, t in p.spans] == [span_text] and p.cited == [span_text]
+    assert {"span-1", "src-1"} <= p.ids and "#src-1" in p.hrefs and "#span-1" in p.hrefs
+    assert "Who won &lt;then&gt;?" in page and "line 1, chars 7–39" in page
+
+
+@needs_model
+def test_html_from_the_cli_matches_the_file(tmp_path: Path) -> None:
+    docs = {r["id"]: r["text"] for r in map(json.loads, DEMO_FILE.read_text(encoding="utf-8").splitlines())}
+    f = tmp_path / "tesla.txt"
+    f.write_text(docs["Nikola_Tesla"], encoding="utf-8")
+    out = tmp_path / "answer.html"
+    proc = run_cli("ask", "Where was Nikola Tesla born?", "--docs", str(f), "--html", str(out), "--max-new-tokens", "48")
+    assert proc.returncode == 0, proc.stderr
+    p = _Marks()
+    p.feed(out.read_text(encoding="utf-8"))
+    assert p.spans, "no copied span in the answer"
+    on_disk = f.read_text(encoding="utf-8")  # re-read independently of the renderer
+    for attrs, text in p.spans:
+        assert on_disk[int(attrs["data-start"]) : int(attrs["data-end"])] == text
+        assert html.unescape(attrs["data-doc-id"]) == str(f)
+    assert p.cited == [t for _, t in p.spans]
