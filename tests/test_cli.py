@@ -422,8 +422,10 @@ def _index_files(folder: Path) -> dict[str, str]:
 
 def test_index_bad_input(tmp_path: Path) -> None:
     proc = run_cli("index", str(tmp_path), "--out", str(tmp_path / "store"))
-    assert_one_line_error(proc, 2)
-    assert "nothing to index" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("nest: error: nothing to index")
+    assert "folder holds no .txt, .md, .pdf files" in proc.stderr
+    assert not (tmp_path / "store").exists()  # nothing half-written
     (tmp_path / "x.txt").write_text("x", encoding="utf-8")
     proc = run_cli("ask", "q", "--store", str(tmp_path / "nostore"))
     assert proc.returncode == 2 and "no such datastore" in proc.stderr
