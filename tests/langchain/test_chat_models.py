@@ -183,3 +183,19 @@ def test_nest_llm_generation_info_and_callbacks() -> None:
     streamed = "".join(llm.stream("Super Bowl 50 was an American football game", config={"callbacks": [handler]}))
     assert streamed == gen.text
     assert "".join(handler.tokens) == gen.text and len(handler.tokens) > 1
+
+
+def test_from_retriever_uses_the_vector_store(chat: ChatNest) -> None:
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from nest_integrations.datastore import Datastore
+    from nest_integrations.langchain import MiniLMEmbeddings, chunks_to_langchain
+
+    engine = chat.engine
+    store = Datastore(engine.lm, engine.chunks, keys=[engine.token_store.get(i) for i in range(len(engine.chunks))])
+    vs = InMemoryVectorStore.from_documents(chunks_to_langchain(store.chunks), MiniLMEmbeddings())
+    from_vs = ChatNest.from_retriever(vs, store, max_tokens=24)
+    msg = from_vs.invoke(QUESTION)
+    top = {d.id for d in vs.similarity_search(QUESTION, k=from_vs.engine.config.passages)}
+    assert {p["chunk_id"] for p in msg.response_metadata["passages"]} == top
+    assert_citations_exact(msg)

@@ -64,3 +64,11 @@ class TestChatNestUnit(_Flags, ChatModelUnitTests):
 
 class TestChatNestIntegration(_Flags, ChatModelIntegrationTests):
     pass
+
+
+def test_no_standard_test_is_overridden() -> None:
+    """Guard: our subclasses only set flags; every standard test runs as langchain-tests wrote it."""
+    for ours, theirs in ((TestChatNestUnit, ChatModelUnitTests), (TestChatNestIntegration, ChatModelIntegrationTests)):
+        for name in dir(theirs):
+            if name.startswith("test_"):
+                assert getattr(ours, name) is getattr(theirs, name), f"{ours.__name__}.{name} overrides a standard test"
