@@ -6,6 +6,7 @@ Usage::
     nest ask QUESTION [--docs PATH ...] [--model PATH_OR_ID] [--dtype float32|bfloat16]
              [--method nest|ra-nest|knnlm|ra|base] [--max-new-tokens N] [--set KEY=VALUE ...]
              [--chunk-size N] [--json] [--no-stream] [--color auto|always|never]
+    nest chat [--docs PATH ... | --store DIR] [--model ...] [--set KEY=VALUE ...]
     nest index PATH... --out DIR [--chunk-size N] [--max-tokens N] [--rebuild] [--prune]
     nest ask QUESTION --store DIR ...
     nest eval --questions FILE [--corpus FILE] [--systems base,ra,knnlm,nest,ra-nest,ra-pld,passage-dump]
@@ -381,25 +382,8 @@ def _run_ask(args: argparse.Namespace) -> int:
     config = _build_config(args)
     from nest_integrations.render import mark_answer, render_sources, render_stats
 
-    if args.store:
-        if args.docs:
-            raise UsageError("give either --store or --docs, not both")
-        from nest_integrations.datastore import Datastore
-
-        if args.dtype is None:
-            args.dtype = _store_dtype(args.store)
-        lm = _load_lm(args)
-        store = Datastore.load(args.store, lm)
-        config = config.replace(key_layer=store.key_layer) if "key_layer" not in dict(args.settings or []) else config
-        engine = store.engine(config)
-        doc_texts = {d.doc_id: d.text for d in store.documents.values()}
-    else:
-        documents, chunks = _load_corpus(args)
-        lm = _load_lm(args)
-        from nest_integrations.engine import NestEngine
-
-        engine = NestEngine(lm, chunks, config)
-        doc_texts = {d.doc_id: d.text for d in documents}
+    engine, doc_texts = _make_engine(args, config)
+    lm = engine.lm
     color = _use_color(args.color, sys.stdout)
 
     def write_html(result: Any) -> None:
@@ -413,7 +397,7 @@ def _run_ask(args: argparse.Namespace) -> int:
     if args.json:
         result = engine.generate(question)
         payload = result.to_dict()
-        payload.update(question=question, model=lm.model_id, config=config.model_dump(mode="json"))
+        payload.update(question=question, model=lm.model_id, config=engine.config.model_dump(mode="json"))
         _write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
         write_html(result)
         return 0
@@ -438,6 +422,76 @@ def _run_ask(args: argparse.Namespace) -> int:
     if sources:
         _write("\n" + sources + "\n")
     _write("\n" + render_stats(result, color) + "\n")
+    return 0
+
+
+def _configure_chat(p: argparse.ArgumentParser) -> None:
+    _add_corpus_options(p)
+    _add_model_options(p)
+    _add_config_options(p)
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="highlight copied spans")
+
+
+def _make_engine(args: argparse.Namespace, config: NestConfig) -> tuple[Any, dict[str, str]]:
+    """The engine and document texts for --store, --docs or the demo corpus (shared by ask and chat)."""
+    if args.store:
+        if args.docs:
+            raise UsageError("give either --store or --docs, not both")
+        from nest_integrations.datastore import Datastore
+
+        if args.dtype is None:
+            args.dtype = _store_dtype(args.store)
+        lm = _load_lm(args)
+        store = Datastore.load(args.store, lm)
+        if "key_layer" not in dict(args.settings or []):
+            config = config.replace(key_layer=store.key_layer)
+        return store.engine(config), {d.doc_id: d.text for d in store.documents.values()}
+    documents, chunks = _load_corpus(args)
+    lm = _load_lm(args)
+    from nest_integrations.engine import NestEngine
+
+    return NestEngine(lm, chunks, config), {d.doc_id: d.text for d in documents}
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    from nest_integrations.render import render_sources, render_stats
+
+    config = _build_config(args)
+    engine, doc_texts = _make_engine(args, config)
+    color = _use_color(args.color, sys.stdout)
+    interactive = _isatty(sys.stdin)
+    if interactive:
+        _progress("chat with NEST: type a message, /reset to forget the conversation, /exit or Ctrl-D to quit")
+    messages: list[dict[str, str]] = []
+    while True:
+        if interactive:
+            _write("\nyou> ")
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            messages = []
+            _write("(conversation forgotten)\n")
+            continue
+        messages.append({"role": "user", "content": text})
+        _write("nest> " if interactive else "")
+        result = None
+        for delta in engine.stream(messages):
+            _write(delta.text)
+            result = delta.result or result
+        assert result is not None
+        _write("\n")
+        sources = render_sources(result, doc_texts, color)
+        if sources:
+            _write(sources + "\n")
+        if interactive:
+            _write(render_stats(result, color) + "\n")
+        messages.append({"role": "assistant", "content": result.text})
     return 0
 
 
@@ -652,6 +706,15 @@ COMMANDS: dict[str, Command] = {
         configure=_configure_ask,
         run=_run_ask,
         epilog=_ASK_EPILOG,
+    ),
+    "chat": Command(
+        help="talk with NEST over the demo corpus, your files or a datastore (remembers the conversation)",
+        description="An interactive chat: each message is answered with NEST (streamed), the copied spans are "
+        "listed with their sources, and the conversation is kept for the next turn (retrieval uses the latest "
+        "message). /reset forgets it, /exit or Ctrl-D quits. Reads one message per line when stdin is not a terminal.",
+        configure=_configure_chat,
+        run=_run_chat,
+        epilog="examples:\n  nest chat\n  nest chat --store my-store\n  printf 'Who won Super Bowl 50?\\n' | nest chat\n",
     ),
     "index": Command(
         help="build or update a datastore from your files (.txt, .md, .pdf)",

@@ -460,3 +460,27 @@ def test_index_then_ask_from_store(tmp_path: Path) -> None:
     (docs / "tesla.md").unlink()
     proc = run_cli("index", str(docs), "--out", str(store), "--quiet", "--prune")
     assert "0 added, 0 updated, 2 unchanged, 1 deleted" in proc.stdout and "2 documents" in proc.stdout
+
+
+@needs_model
+def test_chat_reads_turns_and_cites(tmp_path: Path) -> None:
+    full_env = {k: v for k, v in os.environ.items() if k != "NEST_DEBUG"}
+    full_env.update({"NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "nest_integrations.cli", "chat", "--max-new-tokens", "24"],
+        input="Who won Super Bowl 50?\n/reset\nWhere was Nikola Tesla born?\n/exit\nnever read\n",
+        capture_output=True, text=True, encoding="utf-8", env=full_env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.count("Sources") >= 1 and "(conversation forgotten)" in proc.stdout
+    texts = demo_texts_from_file()
+    quotes = re.findall(r'^\[\d+\] (\S+), line \d+, chars (\d+)–(\d+): "(.*)"$', proc.stdout, flags=re.M)
+    assert quotes
+    by_url = {f"https://en.wikipedia.org/wiki/{k}": v for k, v in texts.items()}
+    for src, s, e, quoted in quotes:
+        doc = by_url.get(src) or texts.get(src)
+        assert doc is not None
+        if not quoted.endswith("…"):  # shortened quotes are checked by the --json tests
+            unescaped = quoted.replace('\\"', '"').replace("\\n", "\n").replace("\\r", "\r").replace("\\\\", "\\")
+            assert doc[int(s) : int(e)] == unescaped
