@@ -82,3 +82,43 @@ def test_html_from_the_cli_matches_the_file(tmp_path: Path) -> None:
         assert on_disk[int(attrs["data-start"]) : int(attrs["data-end"])] == text
         assert html.unescape(attrs["data-doc-id"]) == str(f)
     assert p.cited == [t for _, t in p.spans]
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """A real browser parses the page: its DOM keeps every highlighted span, and a screenshot is taken."""
+    import subprocess
+
+    import pytest
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium on this machine (Debian package `chromium`)")
+    doc = "Super Bowl 50 was an American football game. The Denver Broncos won 24–10 at Levi's Stadium."
+    s0 = doc.index("The Denver")
+    span_text = doc[s0 : s0 + len("The Denver Broncos won 24–10")]
+    answer = f"{span_text} in 2016."
+    span = CopiedSpan(span_text, "sb50", "sb50#0", "sb50.txt", s0, s0 + len(span_text), 0, len(span_text), 8)
+    page = tmp_path / "view.html"
+    page.write_text(render_html(_result(answer, [span]), {"sb50": doc}, "Who won Super Bowl 50?"), encoding="utf-8")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    p = _Marks()
+    p.feed(dom.stdout)
+    assert [t for _, t in p.spans] == [span_text] and p.cited == [span_text]
+    attrs = p.spans[0][0]
+    assert doc[int(attrs["data-start"]) : int(attrs["data-end"])] == span_text
+    shot = tmp_path / "view.png"
+    run = subprocess.run(
+        [browser, *flags, "--window-size=1000,700", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
