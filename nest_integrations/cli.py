@@ -310,11 +310,9 @@ def _load_lm(args: argparse.Namespace) -> LoadedModel:
 
 def _store_dtype(path: str) -> str | None:
     """The dtype recorded in a datastore's manifest (None if unreadable: loading reports why)."""
-    try:
-        with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
-            return json.load(f)["fingerprint"]["dtype"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    from nest_integrations.datastore import Datastore
+
+    return Datastore.stored_dtype(path)
 
 
 def _quiet_libraries() -> None:

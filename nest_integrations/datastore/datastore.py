@@ -109,10 +109,6 @@ class Datastore:
         return cls.build(lm, chunks_from_documents(documents, chunk_size=chunk_size), documents=documents, **kwargs)
 
     # ---- keys -----------------------------------------------------------------------------------
-    def _count_tokens(self, indices: Sequence[int]) -> int:
-        tok = self.lm.tokenizer
-        return sum(len(tok(self.chunks[i].text, add_special_tokens=False)["input_ids"]) for i in indices)
-
     def _check_budget(self, chunks: Sequence[Chunk]) -> int:
         """Tokens to encode; raises before any key is computed if more than ``max_tokens``.
 
@@ -139,21 +135,25 @@ class Datastore:
                 )
         return n
 
-    def _encode_indices(self, indices: Iterable[int], progress: bool = False) -> None:
-        idx = [i for i in indices if self._keys[i] is None]
-        if not idx:
-            return
-        total = self._check_budget([self.chunks[i] for i in idx])
+    def _encode(self, chunks: Sequence[Chunk], progress: bool = False) -> list[ChunkKeys]:
+        """Keys of ``chunks`` (size limit checked first), with a tokens/s progress bar when ``progress``."""
+        total = self._check_budget(chunks)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, unit="tok", unit_scale=True, desc="token keys")
         try:
-            keys = self.encoder.encode([self.chunks[i].text for i in idx], progress=bar.update if bar else None)
+            return list(self.encoder.encode([c.text for c in chunks], progress=bar.update if bar else None))
         finally:
             if bar is not None:
                 bar.close()
+
+    def _encode_indices(self, indices: Iterable[int], progress: bool = False) -> None:
+        idx = [i for i in indices if self._keys[i] is None]
+        if not idx:
+            return
+        keys = self._encode([self.chunks[i] for i in idx], progress)
         for i, k in zip(idx, keys, strict=True):
             self._keys[i] = k
             self.token_store.put(i, k)
@@ -264,17 +264,7 @@ class Datastore:
             raise DatastoreError(f"chunk id(s) already in the datastore: {', '.join(dup[:5])}")
         keys: list[ChunkKeys | None] = [None] * len(new)
         if compute_keys:
-            total = self._check_budget(new)
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=total, unit="tok", unit_scale=True, desc="token keys")
-            try:
-                keys = list(self.encoder.encode([c.text for c in new], progress=bar.update if bar else None))
-            finally:
-                if bar is not None:
-                    bar.close()
+            keys = list(self._encode(new, progress))
         emb = _embed_passages([c.text for c in new]) if self._passage_emb is not None else None
         # commit: nothing above changed the store
         self.chunks = self.chunks + new
@@ -396,6 +386,14 @@ class Datastore:
         root = Path(path)
         persist.write_generation(root, manifest, rows, arrays, doc_rows, fail_after=_fail_after)
         return root
+
+    @staticmethod
+    def stored_dtype(path: str | Path) -> str | None:
+        """The model dtype a saved datastore was built with (``None`` if it cannot be read; loading says why)."""
+        try:
+            return str(persist.read_manifest(Path(path))["fingerprint"]["dtype"])
+        except (DatastoreError, KeyError, TypeError):
+            return None
 
     @classmethod
     def load(

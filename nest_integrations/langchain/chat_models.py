@@ -29,6 +29,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
+from nest_integrations._async import iterate_in_thread
 from nest_integrations.attribution import CopiedSpan
 from nest_integrations.config import NestConfig
 from nest_integrations.engine import NestResult
@@ -222,14 +223,7 @@ class ChatNest(BaseChatModel):
         from nest_integrations.datastore import Datastore
 
         if not isinstance(datastore, Datastore):
-            import json
-            from pathlib import Path
-
-            dtype = "float32"
-            try:
-                dtype = json.loads((Path(datastore) / "manifest.json").read_text())["fingerprint"]["dtype"]
-            except (OSError, ValueError, KeyError):
-                pass
+            dtype = Datastore.stored_dtype(datastore) or "float32"
             datastore = Datastore.load(datastore, _as_lm(model, dtype))
         cfg = nest_config or NestConfig(key_layer=datastore.key_layer)
         return cls(engine=datastore.engine(cfg), nest_config=cfg, **kwargs)
@@ -399,33 +393,10 @@ class ChatNest(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        done = object()
-
-        def produce() -> None:
-            try:
-                for chunk in self._stream(messages, stop, None, **kwargs):
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            except BaseException as e:  # handed to the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, done)
-
-        task = loop.run_in_executor(None, produce)
-        try:
-            while True:
-                item = await queue.get()
-                if item is done:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                if run_manager and item.message.text:
-                    await run_manager.on_llm_new_token(item.message.text, chunk=item)
-                yield item
-        finally:
-            await task
-
+        async for item in iterate_in_thread(lambda: self._stream(messages, stop, None, **kwargs)):
+            if run_manager and item.message.text:
+                await run_manager.on_llm_new_token(item.message.text, chunk=item)
+            yield item
 
 def _check_stop(stop: Sequence[str] | None) -> None:
     if stop is None:

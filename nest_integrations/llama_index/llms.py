@@ -22,6 +22,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import Field, PrivateAttr
 
+from nest_integrations._async import iterate_in_thread
 from nest_integrations.chunks import Chunk
 from nest_integrations.config import NestConfig
 from nest_integrations.errors import ConfigError, EmptyQuestionError
@@ -126,17 +127,7 @@ class NestLLM(CustomLLM):
         verified against its document text; without them, node offsets are used when they are
         consistent with the node text, else the node itself is the cited document.
         """
-        from nest_integrations.datastore import Datastore
-        from nest_integrations.llama_index.documents import chunks_from_llama_index
-        from nest_integrations.models import LoadedModel, load_model
-
-        lm = model if isinstance(model, LoadedModel) else load_model(model)
-        nodes = list(index.docstore.docs.values())
-        if documents is not None:
-            docs, chunks, _ = chunks_from_llama_index(documents, nodes)
-        else:
-            docs, chunks = [], [_chunk_of_node(n) for n in nodes]
-        store = Datastore.build(lm, chunks, documents=docs, progress=False)
+        store = datastore_from_index(index, model, documents)
         cfg = nest_config or NestConfig(method="ra-nest")
         retriever = PromptChunksRetriever(store.chunks, store.passage_retriever(cfg.retriever))
         # the synthesizer already put the context into the prompt: decode it with NEST over those nodes
@@ -202,7 +193,7 @@ class NestLLM(CustomLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        return _to_async(lambda: self._stream_sync(prompt, kwargs))
+        return iterate_in_thread(lambda: self._stream_sync(prompt, kwargs))
 
     # ---- chat (the model's chat template) ---------------------------------------------------------
     def _messages(self, messages: Sequence[ChatMessage]) -> tuple[list[dict[str, str]], str]:
@@ -255,7 +246,7 @@ class NestLLM(CustomLLM):
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return _to_async(lambda: self._stream_chat_sync(messages, kwargs))
+        return iterate_in_thread(lambda: self._stream_chat_sync(messages, kwargs))
 
 
 def _extra(result: Any) -> dict[str, Any]:
@@ -264,6 +255,32 @@ def _extra(result: Any) -> dict[str, Any]:
         "finish_reason": result.finish_reason,
         "nest_stats": result.stats.to_dict(),
     }
+
+
+def datastore_from_index(index: Any, model: Any = None, documents: Sequence[Any] | None = None) -> Any:
+    """A :class:`~nest_integrations.datastore.Datastore` of the nodes in ``index``'s docstore.
+
+    With ``documents`` (what the index was built from) every node offset is verified against its
+    document; without, node offsets are used when consistent with the node text, else the node is its
+    own cited document.
+
+    Raises:
+        EmptyCorpusError: the index holds no node.
+    """
+    from nest_integrations.datastore import Datastore
+    from nest_integrations.errors import EmptyCorpusError
+    from nest_integrations.llama_index.documents import chunks_from_llama_index
+    from nest_integrations.models import LoadedModel, load_model
+
+    nodes = list(index.docstore.docs.values())
+    if not nodes:
+        raise EmptyCorpusError("the index holds no nodes: insert documents before building a query engine")
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    if documents is not None:
+        docs, chunks, _ = chunks_from_llama_index(documents, nodes)
+    else:
+        docs, chunks = [], [_chunk_of_node(n) for n in nodes]
+    return Datastore.build(lm, chunks, documents=docs, progress=False)
 
 
 def _chunk_of_node(node: Any) -> Chunk:
@@ -279,35 +296,3 @@ def _chunk_of_node(node: Any) -> Chunk:
     # offsets unknown or inconsistent: the node is its own document, so citations stay exact
     meta["offsets_relative_to"] = "node"
     return Chunk(text, node.node_id, node.node_id, 0, meta)
-
-
-def _to_async(make_gen: Any) -> Any:
-    """An async generator over a blocking generator run in a worker thread (the event loop stays free)."""
-
-    async def gen() -> Any:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        done = object()
-
-        def produce() -> None:
-            try:
-                for item in make_gen():
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-            except BaseException as e:  # handed to the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, done)
-
-        task = loop.run_in_executor(None, produce)
-        try:
-            while True:
-                item = await queue.get()
-                if item is done:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            await task
-
-    return gen()

@@ -132,21 +132,10 @@ class NestQueryEngine(CustomQueryEngine):
         Raises:
             EmptyCorpusError: the index holds no node.
         """
-        from nest_integrations.datastore import Datastore
-        from nest_integrations.errors import EmptyCorpusError
-        from nest_integrations.llama_index.documents import LlamaIndexPassageRetriever, chunks_from_llama_index
-        from nest_integrations.llama_index.llms import _chunk_of_node
-        from nest_integrations.models import LoadedModel, load_model
+        from nest_integrations.llama_index.documents import LlamaIndexPassageRetriever
+        from nest_integrations.llama_index.llms import datastore_from_index
 
-        nodes = list(index.docstore.docs.values())
-        if not nodes:
-            raise EmptyCorpusError("the index holds no nodes: insert documents before building a query engine")
-        lm = model if isinstance(model, LoadedModel) else load_model(model)
-        if documents is not None:
-            docs, chunks, _ = chunks_from_llama_index(documents, nodes)
-        else:
-            docs, chunks = [], [_chunk_of_node(n) for n in nodes]
-        store = Datastore.build(lm, chunks, documents=docs, progress=False)
+        store = datastore_from_index(index, model, documents)
         cfg = nest_config or NestConfig()
         if similarity_top_k:
             cfg = cfg.replace(passages=similarity_top_k)
