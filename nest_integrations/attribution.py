@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nest_integrations.chunks import Chunk
+from nest_integrations.sentences import count_words
 
-__all__ = ["CopiedSpan", "find_spans"]
+__all__ = ["CopiedSpan", "find_spans", "find_runs"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,29 @@ def find_spans(
     chunks: Sequence[Chunk],
     chunk_offsets: Sequence[Any],
     closed_upto: int | None = None,
+    min_words: int = 1,
 ) -> list[CopiedSpan]:
-    """Turn per-token provenance into :class:`CopiedSpan` objects.
+    """The citations of a response: copied runs of ≥ 2 tokens and ≥ ``min_words`` whole words.
+
+    Shorter copies are plain generated text (NEST.md §8, §10). Arguments as in :func:`find_runs`.
+    """
+    runs = find_runs(token_sources, token_ends, response, chunks, chunk_offsets, closed_upto, min_tokens=2)
+    return [r for r in runs if count_words(r.text) >= min_words]
+
+
+def find_runs(
+    token_sources: Sequence[tuple[int, int] | None],
+    token_ends: Sequence[int],
+    response: str,
+    chunks: Sequence[Chunk],
+    chunk_offsets: Sequence[Any],
+    closed_upto: int | None = None,
+    min_tokens: int = 1,
+) -> list[CopiedSpan]:
+    """Turn per-token provenance into :class:`CopiedSpan` objects, one per maximal copied run.
+
+    With ``min_tokens=1`` every token copied from a chunk is in some run (what ``nest eval`` counts word
+    boundary violations and spliced sentences over, before any citation filter).
 
     Args:
         token_sources: per output token, (request chunk, token position) if copied, else None.
@@ -74,7 +96,7 @@ def find_spans(
             if nxt is None or nxt[0] != src[0] or nxt[1] != token_sources[j][1] + 1:
                 break
             j += 1
-        if j > i and (closed_upto is None or j + 1 < closed_upto):
+        if j - i + 1 >= min_tokens and (closed_upto is None or j + 1 < closed_upto):
             span = _make_span(i, j, token_sources, token_ends, response, chunks, chunk_offsets)
             if span is not None:
                 spans.append(span)

@@ -31,7 +31,18 @@ class NestConfig(BaseModel):
 
     # --- passage stage -----------------------------------------------------------------------
     passages: int = Field(5, ge=1, le=1000, description="[b] chunks retrieved per request.")
-    retriever: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="Passage retriever.")
+    retriever: Literal["dense", "hybrid", "rrf", "bm25"] = Field(
+        "dense",
+        description="Passage retriever: dense (MiniLM), hybrid (paper's score fusion with BM25), rrf "
+        "(reciprocal rank fusion with BM25) or bm25. Default dense: best recall@3 on the mean of both dev "
+        "sets (docs/results/retrieval-sweep.json).",
+    )
+    conversation_query: Literal["condensed", "last_user", "all_user"] = Field(
+        "condensed",
+        description="Retrieval query of a conversation: condensed (a follow-up that refers back, e.g. with "
+        "a pronoun, is extended with the previous user turns; see prompts.condensed_query), the last user "
+        "message, or all user messages.",
+    )
     ra_passages: int = Field(3, ge=1, le=100, description="Chunks put in the prompt by ra / ra-nest.")
 
     # --- token retrieval ---------------------------------------------------------------------
@@ -78,6 +89,47 @@ class NestConfig(BaseModel):
     )
     max_span_tokens: int | None = Field(
         None, ge=1, description="Cap on tokens per copied run (None = no cap)."
+    )
+
+    # --- faithfulness (NEST.md §10) ---------------------------------------------------------------
+    word_boundaries: bool = Field(
+        True,
+        description="A copied run starts and ends on word boundaries of both its source and the response "
+        "(copies that would cut a word are not made; generated letters never extend a copied word).",
+    )
+    sentence_source: Literal["chunk", "document", "any"] = Field(
+        "chunk",
+        description="Within one output sentence, copying stays in the chunk (or document) the sentence first "
+        "copied from; any = the paper's behaviour (sentences may splice several sources).",
+    )
+    min_citation_words: int = Field(
+        3, ge=1, le=100, description="Copied spans shorter than this many whole words are not citations."
+    )
+
+    # --- answers that stop --------------------------------------------------------------------
+    stop_after_cited_sentence: bool = Field(
+        True, description="Stop at the end of the first sentence that holds a citation (the copied answer)."
+    )
+    max_sentences: int | None = Field(
+        3, ge=1, description="Stop after this many complete sentences (None = no sentence limit)."
+    )
+
+    # --- abstention ---------------------------------------------------------------------------
+    abstain: Literal["off", "retrieval", "retrieval+support"] = Field(
+        "retrieval",
+        description="Answer abstain_message instead of guessing: retrieval = when no sentence of the top "
+        "passages is as close to the question as abstain_threshold; retrieval+support = also when the "
+        "answer's first sentence is unsupported (its text is then held back until it is judged).",
+    )
+    abstain_threshold: float = Field(
+        0.45,
+        ge=-1.0,
+        le=1.0,
+        description="Least cosine similarity (MiniLM) between the question and the best sentence of the "
+        "retrieved chunks for NEST to answer.",
+    )
+    abstain_message: str = Field(
+        "I could not find the answer in the documents.", min_length=1, description="The abstention answer."
     )
 
     # --- generation --------------------------------------------------------------------------

@@ -11,15 +11,17 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nest_integrations.attribution import CopiedSpan, find_spans
+from nest_integrations.attribution import CopiedSpan, find_runs, find_spans
 from nest_integrations.chunks import Chunk, Document, chunks_from_documents, validate_chunks
 from nest_integrations.config import NestConfig
 from nest_integrations.decoding.loop import NestDecoder
 from nest_integrations.errors import ConfigError, PromptTooLongError
 from nest_integrations.models import LoadedModel, load_model
-from nest_integrations.prompts import Message, last_user_text, render_prompt, to_messages, with_context
+from nest_integrations.prompts import Message, render_prompt, retrieval_query_of, to_messages, with_context
 from nest_integrations.retrieval import PassageRetriever, make_retriever
+from nest_integrations.sentences import split_sentences
 from nest_integrations.store import KeyEncoder, TokenStore
+from nest_integrations.support import SentenceSupport, label_sentences
 
 __all__ = ["NestEngine", "NestResult", "NestDelta", "GenerationStats", "RetrievedPassage"]
 
@@ -82,7 +84,22 @@ class GenerationStats:
 
 @dataclass
 class NestResult:
-    """The answer: text, copied spans (citations), why it stopped, and statistics."""
+    """The answer: text, citations, sentence support labels, why it stopped, and statistics.
+
+    Attributes:
+        text: the answer (the abstention message when ``abstained``).
+        spans: the citations — copied spans of at least ``min_citation_words`` words (NEST.md §8).
+        finish_reason: ``eos`` | ``stop`` (a stop string) | ``sentence`` (the stop policy: the answer is
+            complete) | ``length`` (``max_new_tokens`` reached: the answer is truncated) | ``abstained``.
+        token_ids: the generated tokens that make up ``text``.
+        stats: counters and times.
+        passages: the chunks the passage stage returned.
+        sentences: one support label per sentence of ``text`` (NEST.md §10).
+        abstained: True when NEST declined to answer (no supporting passage or sentence).
+        runs: every copied run, one token or more, before the citation filter (for audits / ``nest eval``).
+        relevance: the question's best cosine similarity to a sentence of the top passages (None if
+            not computed), the figure the abstention threshold applies to.
+    """
 
     text: str
     spans: list[CopiedSpan]
@@ -91,6 +108,15 @@ class NestResult:
     stats: GenerationStats
     passages: list[RetrievedPassage]
     method: str = "nest"
+    sentences: list[SentenceSupport] = field(default_factory=list)
+    abstained: bool = False
+    runs: list[CopiedSpan] = field(default_factory=list)
+    relevance: float | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """True when the answer was cut by ``max_new_tokens`` rather than ending by itself."""
+        return self.finish_reason == "length"
 
     def to_html(self, documents: dict[str, str] | None = None, question: str | None = None) -> str:
         """A self-contained HTML page: copied spans highlighted and linked to their sources in context."""
@@ -109,7 +135,11 @@ class NestResult:
             "text": self.text,
             "method": self.method,
             "finish_reason": self.finish_reason,
+            "truncated": self.truncated,
+            "abstained": self.abstained,
             "spans": [s.to_dict() for s in self.spans],
+            "sentences": [s.to_dict() for s in self.sentences],
+            "relevance": self.relevance,
             "stats": self.stats.to_dict(),
             "passages": [asdict(p) for p in self.passages],
         }
@@ -153,6 +183,7 @@ class NestEngine:
         self.encoder = KeyEncoder(lm, self.config.key_layer)
         self.token_store = token_store if token_store is not None else TokenStore(len(self.chunks), self._encode_chunks)
         self._retriever = retriever
+        self._sentence_emb: dict[int, Any] = {}
         if precompute_keys:
             self.token_store.precompute()
 
@@ -220,7 +251,7 @@ class NestEngine:
         if cfg.key_layer != self.config.key_layer:
             raise ConfigError("key_layer cannot change per call: the token store was built for another layer")
         messages = to_messages(prompt, cfg.system_prompt)
-        query = retrieval_query if retrieval_query is not None else last_user_text(messages)
+        query = retrieval_query if retrieval_query is not None else retrieval_query_of(messages, cfg.conversation_query)
         need = cfg.passages if cfg.uses_token_store else 0
         if cfg.uses_retrieval_in_prompt:
             need = max(need, cfg.ra_passages)
@@ -281,6 +312,18 @@ class NestEngine:
         stats.retrieval_s = time.perf_counter() - t_start
         stats.prompt_tokens = len(prompt_ids)
         passages = [RetrievedPassage(self.chunks[i].chunk_id, self.chunks[i].doc_id, s) for i, s in hits]
+        hit_chunks = [(self.chunks[i].chunk_id, self.chunks[i].text) for i, _ in hits]
+        answers_questions = not raw and cfg.method != "base"
+        relevance = None
+        if answers_questions and cfg.abstain != "off" and hits:
+            query = retrieval_query
+            if query is None:
+                query = retrieval_query_of(to_messages(prompt, cfg.system_prompt), cfg.conversation_query)
+            relevance = self.relevance(query, [i for i, _ in hits[: cfg.ra_passages]])
+            if relevance < cfg.abstain_threshold:
+                stats.total_s = stats.first_token_s = time.perf_counter() - t_start
+                yield self._abstention(cfg, stats, passages, relevance)
+                return
         store = None
         req_chunks: list[Chunk] = []
         if cfg.uses_token_store:
@@ -301,8 +344,12 @@ class NestEngine:
         n_spans_emitted = 0
         finish = "length"
         holdback = max((len(s) for s in cfg.stop), default=1) - 1
+        # with the support gate on, nothing is streamed before the first sentence is judged
+        gate = answers_questions and cfg.abstain == "retrieval+support"
+        sentence_policy = answers_questions and (cfg.max_sentences is not None or cfg.stop_after_cited_sentence)
         offsets = [store.chunks[c][1].offsets for c in range(len(req_chunks))] if store is not None else []
-        gen = decoder.run(prompt_ids, store, cfg.max_new_tokens)
+        gen = decoder.run(prompt_ids, store, cfg.max_new_tokens, chunk_docs=[c.doc_id for c in req_chunks])
+        abstained = False
         try:
             for commits in gen:
                 done = False
@@ -319,28 +366,59 @@ class NestEngine:
                 cut = _find_stop(text, cfg.stop, max(0, emitted - holdback))
                 if cut is not None:
                     text, finish, done = text[:cut], "stop", True
+                if sentence_policy:
+                    cut = self._sentence_stop(cfg, text, sources, ends, req_chunks, offsets)
+                    if cut is not None:
+                        text, finish, done = text[:cut], "sentence", True
+                if gate:
+                    sents = split_sentences(text)
+                    first_done = len(sents) > 1 or done or (sents and _complete(text, sents[0]))
+                    if not first_done and len(ids) < cfg.max_new_tokens:
+                        continue
+                    gate = False
+                    if sents:
+                        first = sents[0]
+                        spans = find_spans(sources, ends, text, req_chunks, offsets, min_words=cfg.min_citation_words)
+                        label = label_sentences(text[: first[1]], spans, hit_chunks)[0]
+                        if label.support == "unsupported":
+                            abstained = True
+                            break
                 if done:
                     break
                 safe = len(text) - holdback if cfg.stop else len(text)
                 while safe > emitted and text[safe - 1] == "\ufffd":
                     safe -= 1
                 if safe > emitted:
-                    spans = find_spans(sources, ends, text[:safe], req_chunks, offsets, closed_upto=len(ids))
+                    spans = find_spans(
+                        sources, ends, text[:safe], req_chunks, offsets, closed_upto=len(ids),
+                        min_words=cfg.min_citation_words,
+                    )
                     new_spans = [s for s in spans[n_spans_emitted:] if s.response_end <= safe]
                     n_spans_emitted += len(new_spans)
                     yield NestDelta(text[emitted:safe], new_spans)
                     emitted = safe
         finally:
             gen.close()
-        # a generation cut inside a multi-byte character leaves a replacement character: drop it
-        text = text.rstrip("\ufffd")
-        spans = find_spans(sources, ends, text, req_chunks, offsets)
-        stats.output_tokens = len(ids)
         stats.forward_passes = decoder.stats.forward_passes
         stats.tokens_drafted = decoder.stats.tokens_drafted
         stats.tokens_accepted = decoder.stats.tokens_accepted
         stats.prefill_s = decoder.stats.prefill_s
         stats.decode_s = decoder.stats.decode_s
+        stats.output_tokens = len(ids)
+        if abstained:
+            stats.total_s = time.perf_counter() - t_start
+            if not stats.first_token_s:
+                stats.first_token_s = stats.total_s
+            yield self._abstention(cfg, stats, passages, relevance)
+            return
+        # a generation cut inside a multi-byte character leaves a replacement character: drop it
+        text = text.rstrip("\ufffd")
+        # tokens wholly after a cut (stop string, sentence end) are not part of the answer
+        n_keep = sum(1 for i in range(len(ids)) if (ends[i - 1] if i else 0) < len(text))
+        ids, sources, ends = ids[:n_keep], sources[:n_keep], ends[:n_keep]
+        runs = find_runs(sources, ends, text, req_chunks, offsets)
+        spans = [r for r in runs if r.n_tokens >= 2 and _words(r.text) >= cfg.min_citation_words]
+        stats.output_tokens = len(ids)
         stats.span_lengths = [s.n_tokens for s in spans]
         stats.copied_tokens = sum(stats.span_lengths)
         stats.total_s = time.perf_counter() - t_start
@@ -354,8 +432,91 @@ class NestEngine:
             stats=stats,
             passages=passages,
             method=cfg.method,
+            sentences=label_sentences(text, spans, hit_chunks),
+            runs=runs,
+            relevance=relevance,
         )
         yield NestDelta(text[emitted:], spans[n_spans_emitted:], result)
+
+    # ---- stop policy and abstention -----------------------------------------------------------
+    @staticmethod
+    def _sentence_stop(cfg: NestConfig, text: str, sources, ends, req_chunks, offsets) -> int | None:
+        """Where the stop policy ends the answer (a sentence end), or None to go on."""
+        sents = split_sentences(text)
+        complete = [se for se in sents[:-1]]
+        if sents and _complete(text, sents[-1]):
+            complete.append(sents[-1])
+        if not complete:
+            return None
+        if cfg.stop_after_cited_sentence and any(s is not None for s in sources):
+            spans = find_spans(sources, ends, text, req_chunks, offsets, min_words=cfg.min_citation_words)
+            for st, en in complete:
+                if any(sp.response_start < en and sp.response_end > st for sp in spans):
+                    return en
+        if cfg.max_sentences is not None and len(complete) >= cfg.max_sentences:
+            return complete[cfg.max_sentences - 1][1]
+        return None
+
+    def relevance(self, query: str, chunk_indices: Sequence[int]) -> float:
+        """Best cosine similarity (MiniLM) between ``query`` and a sentence of the given chunks.
+
+        The abstention criterion: a question none of whose top passages holds a sentence this close is
+        answered with ``abstain_message``. Sentence embeddings are cached per chunk.
+        """
+        import numpy as np
+
+        from nest_integrations.retrieval import load_sentence_encoder
+
+        enc = load_sentence_encoder()
+        missing = [i for i in chunk_indices if i not in self._sentence_emb]
+        if missing:
+            texts: list[str] = []
+            owners: list[int] = []
+            for i in missing:
+                t = self.chunks[i].text
+                for st, en in split_sentences(t) or [(0, len(t))]:
+                    texts.append(t[st:en])
+                    owners.append(i)
+            emb = enc.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            for i in missing:
+                self._sentence_emb[i] = np.asarray([e for e, o in zip(emb, owners, strict=True) if o == i], dtype=np.float32)
+        q = enc.encode([query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
+        best = -1.0
+        for i in chunk_indices:
+            e = self._sentence_emb[i]
+            if len(e):
+                best = max(best, float((e @ q).max()))
+        return best
+
+    def _abstention(self, cfg: NestConfig, stats: GenerationStats, passages, relevance) -> NestDelta:
+        text = cfg.abstain_message
+        result = NestResult(
+            text=text,
+            spans=[],
+            finish_reason="abstained",
+            token_ids=[],
+            stats=stats,
+            passages=passages,
+            method=cfg.method,
+            sentences=[SentenceSupport(0, len(text), "unsupported", [])],
+            abstained=True,
+            relevance=relevance,
+        )
+        return NestDelta(text, [], result)
+
+
+def _complete(text: str, sentence: tuple[int, int]) -> bool:
+    """A sentence is complete once whitespace follows its terminator (or a line break ended it)."""
+    end = sentence[1]
+    if end >= len(text):
+        return False
+    return text[end].isspace() and (text[end - 1] in ".!?\"')]»”’" or text[end] == "\n")
+
+
+def _words(text: str) -> int:
+    from nest_integrations.sentences import count_words
+
+    return count_words(text)
 
 
 def _find_stop(text: str, stops: Sequence[str], start: int) -> int | None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nest_integrations.errors import EmptyQuestionError
 
-__all__ = ["Message", "to_messages", "last_user_text", "with_context", "render_prompt"]
+__all__ = [
+    "Message",
+    "to_messages",
+    "last_user_text",
+    "condensed_query",
+    "retrieval_query_of",
+    "with_context",
+    "render_prompt",
+]
 
 Message = Mapping[str, Any]
 
@@ -38,6 +47,56 @@ def last_user_text(messages: Sequence[Message]) -> str:
                 raise EmptyQuestionError("the last user message is empty")
             return text
     raise EmptyQuestionError("no user message to answer")
+
+
+_REFERRING = frozenset(
+    "he him his she her hers it its they them their theirs this that these those there then former latter "
+    "one ones".split()
+)
+_WORD = re.compile(r"[^\W\d_][\w'’-]*", re.UNICODE)
+HISTORY_TURNS = 2
+"""Earlier user turns a condensed query may add to a follow-up."""
+
+
+def _is_follow_up(text: str) -> bool:
+    """A message that refers back to the conversation instead of naming its subject.
+
+    True when it contains a referring word (he, her, it, they, this, that …) or names nothing (no
+    capitalised word after its first word).
+    """
+    words = _WORD.findall(text)
+    if any(w.lower() in _REFERRING for w in words):
+        return True
+    return not any(w[:1].isupper() for w in words[1:])
+
+
+def condensed_query(messages: Sequence[Message], history_turns: int = HISTORY_TURNS) -> str:
+    """The retrieval query of a conversation, built without a model.
+
+    Rule: the last user message alone when it names its own subject; when it is a follow-up
+    (:func:`_is_follow_up`: a referring word such as "her" or "it", or no capitalised word after the
+    first), it is followed by the previous ``history_turns`` user messages, most recent first, so the
+    retriever sees the subject the follow-up refers to ("Who was her father?" after "Where was Ada
+    Lovelace born?" → "Who was her father?\nWhere was Ada Lovelace born?"). A one-message conversation
+    gives the message itself.
+    """
+    users = [str(m["content"]) for m in messages if m["role"] == "user" and str(m["content"]).strip()]
+    last = last_user_text(messages)
+    earlier = users[:-1]
+    if not earlier or not _is_follow_up(last):
+        return last
+    return "\n".join([last, *reversed(earlier[-history_turns:])])
+
+
+def retrieval_query_of(messages: Sequence[Message], mode: str = "condensed") -> str:
+    """The retrieval query for ``messages``: ``condensed`` (:func:`condensed_query`), ``last_user`` or
+    ``all_user`` (every user message, in order)."""
+    if mode == "last_user":
+        return last_user_text(messages)
+    if mode == "all_user":
+        last_user_text(messages)  # the same errors for an empty conversation
+        return "\n".join(str(m["content"]) for m in messages if m["role"] == "user" and str(m["content"]).strip())
+    return condensed_query(messages)
 
 
 def with_context(

@@ -187,7 +187,7 @@ class Datastore:
         return len(self.chunks)
 
     # ---- passage stage --------------------------------------------------------------------------
-    def passage_retriever(self, kind: str = "hybrid") -> Any:
+    def passage_retriever(self, kind: str = "dense") -> Any:
         """The built-in passage retriever over the chunk texts (dense embeddings are stored with the store)."""
         if kind in self._retrievers:
             return self._retrievers[kind]
@@ -195,7 +195,7 @@ class Datastore:
 
         texts = [c.text for c in self.chunks]
         dense = None
-        if kind in ("dense", "hybrid"):
+        if kind in ("dense", "hybrid", "rrf"):
             if self._passage_emb is None:
                 dense = DenseRetriever(texts)
                 self._passage_emb = dense.embeddings
@@ -207,8 +207,10 @@ class Datastore:
             r = BM25Retriever(texts)
         elif kind == "hybrid":
             r = HybridRetriever(dense, BM25Retriever(texts))
+        elif kind == "rrf":
+            r = HybridRetriever(dense, BM25Retriever(texts), fusion="rrf")
         else:
-            raise ConfigError(f"unknown retriever kind {kind!r}; expected 'hybrid', 'dense' or 'bm25'")
+            raise ConfigError(f"unknown retriever kind {kind!r}; expected 'dense', 'hybrid', 'rrf' or 'bm25'")
         self._retrievers[kind] = r
         return r
 

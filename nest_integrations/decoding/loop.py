@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +13,7 @@ from nest_integrations.decoding.acceptor import make_acceptor
 from nest_integrations.decoding.cache import crop_cache
 from nest_integrations.decoding.knn import knn_distribution, mixture, rrc_lambda, search
 from nest_integrations.decoding.proposer import SpanProposer
+from nest_integrations.decoding.span_rules import SpanRules
 from nest_integrations.models import LoadedModel
 from nest_integrations.store.token_store import RequestStore
 
@@ -59,7 +60,9 @@ class NestDecoder:
         self.proposer = SpanProposer(config.anchor_rule, config.draft_length)
         self.stats = DecodeStats()
         self.cache = None
+        self.rules: SpanRules | None = None
         self._vocab = int(lm.model.config.vocab_size)
+        self._vocab_out = self._vocab
 
     # ---- model calls ---------------------------------------------------------------------
     def _forward(self, ids: list[int], cache, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,10 +102,14 @@ class NestDecoder:
         self.stats.knn_s += time.perf_counter() - t0
         return mixture(p_lm, p_knn, lam), lam, nb.entries, p_lm
 
-    def _choose(self, p_m: torch.Tensor, logits: torch.Tensor) -> int:
-        if self.cfg.acceptance == "lossless":
-            return int(torch.argmax(logits))
-        return int(torch.argmax(p_m))
+    def _choose(self, p_m: torch.Tensor, logits: torch.Tensor, forbid: torch.Tensor | None = None) -> int:
+        """argmax p_M (argmax of the LM logits in lossless mode), skipping ``forbid`` (V,) bool tokens."""
+        scores = logits if self.cfg.acceptance == "lossless" else p_m
+        if forbid is not None:
+            n = min(scores.shape[-1], forbid.shape[0])
+            scores = scores.clone()
+            scores[:n][forbid[:n]] = float("-inf")
+        return int(torch.argmax(scores))
 
     def _ends_sentence(self, store: RequestStore, chunk: int, pos: int) -> bool:
         text = store.texts[chunk]
@@ -116,7 +123,13 @@ class NestDecoder:
 
     # ---- the loop ------------------------------------------------------------------------
     @torch.inference_mode()
-    def run(self, prompt_ids: list[int], store: RequestStore | None, max_new_tokens: int) -> Iterator[list[Committed]]:
+    def run(
+        self,
+        prompt_ids: list[int],
+        store: RequestStore | None,
+        max_new_tokens: int,
+        chunk_docs: Sequence[str] | None = None,
+    ) -> Iterator[list[Committed]]:
         """Decode up to ``max_new_tokens`` tokens after ``prompt_ids``; yields each step's commits.
 
         State between steps: the KV cache holds the prompt and every committed token except
@@ -124,11 +137,30 @@ class NestDecoder:
         last cached token (valid when nothing is pending); ``cont`` is the next chunk position of a
         copied run that continues. Each forward pass feeds the pending token plus the draft of the
         continuing run, so a draft costs no extra pass (NEST.md §3.5–3.6).
+
+        Span rules (:class:`~nest_integrations.decoding.span_rules.SpanRules`): a copy starts only on
+        word boundaries and, within a sentence, from the sentence's first source; a run ends only on a
+        word boundary — a decision token that starts a copy inside a word is held back (not yielded)
+        until its run is known to complete the word, and yielded as generated text otherwise.
+        ``chunk_docs``: document id of each request chunk (for ``sentence_source="document"``).
         """
         from transformers import DynamicCache
 
         cfg = self.cfg
         use_spans = cfg.method in ("nest", "ra-nest") and store is not None and len(store) > 0
+        rules = None
+        if use_spans:
+            assert store is not None
+            docs = list(chunk_docs) if chunk_docs is not None else [str(i) for i in range(len(store.chunks))]
+            rules = SpanRules(
+                self.lm.tokenizer,
+                store,
+                docs,
+                word_boundaries=cfg.word_boundaries,
+                sentence_source=cfg.sentence_source,
+                vocab_size=self._vocab_out,
+            )
+        self.rules = rules
         stats = self.stats
         cache = DynamicCache(config=self.lm.model.config)
         self.cache = cache  # exposed for inspection (tests check it against a fresh forward)
@@ -139,10 +171,18 @@ class NestDecoder:
         cur_logits, cur_h = logits[-1], hidden[-1]
         n_cached = len(prompt_ids)
         pending: list[Committed] = []
+        held = False  # pending[0] is a copy that starts inside a word and was not yielded yet
         cont: tuple[int, int] | None = None
         run_len = 0
         lm_only = False
         generated = 0
+
+        def emit(commits: list[Committed]) -> list[Committed]:
+            if rules is not None:
+                for c in commits:
+                    rules.observe(c.token, c.source)
+            return commits
+
         try:
             while generated < max_new_tokens:
                 remaining = max_new_tokens - generated
@@ -154,14 +194,25 @@ class NestDecoder:
                         self._mask([commit], store)
                     pending = [commit]
                     generated += 1
-                    yield [commit]
+                    mid_word = rules is not None and commit.source is not None and not rules.ends_word(*commit.source)
+                    if mid_word and (cont is None or generated >= max_new_tokens):
+                        # a one-token run would end inside a word: generated text, not a copy
+                        self._unmask(first_source=commit.source, store=store)
+                        commit, cont, run_len = Committed(commit.token, None), None, 0
+                        pending = [commit]
+                        mid_word = False
+                    held = mid_word
+                    if not held:
+                        yield emit([commit])
                     continue
                 # one forward: the pending token + the continuation draft of the current copied run
                 draft_pos: list[int] = []
                 chunk = -1
                 if cont is not None and store is not None:
                     chunk, pos = cont
-                    draft_pos = self._cut_draft(store, chunk, self.proposer.draft(store, chunk, pos, remaining), run_len)
+                    draft_pos = self._cut_draft(
+                        store, chunk, self.proposer.draft(store, chunk, pos, remaining), run_len, pos + remaining
+                    )
                     cont = None
                 if not pending and not draft_pos:
                     continue
@@ -169,6 +220,7 @@ class NestDecoder:
                 n_p = len(pending)
                 logits, hidden = self._forward([c.token for c in pending] + draft, cache)
                 k = 0
+                p_m = pred_logits = None
                 if draft:
                     stats.drafts += 1
                     stats.tokens_drafted += len(draft)
@@ -179,21 +231,37 @@ class NestDecoder:
                         pred_h = torch.cat([cur_h[None], hidden[: len(draft) - 1]])
                     p_m, _, _, _ = self._mix(store, pred_logits, pred_h)
                     k = self.acceptor.accept_length(p_m, pred_logits, torch.tensor(draft, dtype=torch.long))
+                    if rules is not None:
+                        k = rules.cut_accepted(chunk, draft_pos, k)
                     stats.tokens_accepted += k
                 kept = n_p + k
                 if kept < n_p + len(draft):
                     crop_cache(cache, n_cached + kept)
                 n_cached += kept
+                out: list[Committed] = []
+                if held:
+                    first = pending[0]
+                    if k == 0:  # its run ends inside the word: the token is generated text, not a copy
+                        first = Committed(first.token, None)
+                        self._unmask(first_source=pending[0].source, store=store)
+                    out.append(first)
+                    pending = [first]
+                    held = False
                 commits = [Committed(draft[i], (chunk, draft_pos[i])) for i in range(k)]
                 self._mask(commits, store)
                 run_len += k
+                last_src = commits[-1].source if commits else (pending[-1].source if pending else None)
                 pending = []
                 if k < len(draft):
                     if k == 0 and n_p == 0:
                         # a continuation rejected at its first token: nothing to commit, decide afresh
+                        if out:
+                            yield emit(out)
                         continue
                     # first rejection: append argmax p_M at that position, without attribution
-                    corr = Committed(self._choose(p_m[k], pred_logits[k]), None)
+                    assert p_m is not None and pred_logits is not None
+                    forbid = rules.glue_mask(last_src) if rules is not None else None
+                    corr = Committed(self._choose(p_m[k], pred_logits[k], forbid), None)
                     commits.append(corr)
                     pending = [corr]
                     run_len = 0
@@ -203,15 +271,22 @@ class NestDecoder:
                         cont, lm_only = self._after_copy(store, chunk, draft_pos[-1], run_len)
                 if commits:
                     generated += len(commits)
-                    yield commits
+                out.extend(commits)
+                if out:
+                    yield emit(out)
+            if held and pending:
+                # the budget ended right after a held copy: its word is not complete, so it is not a copy
+                yield emit([Committed(pending[0].token, None)])
         finally:
             stats.decode_s = time.perf_counter() - t_dec
 
     def _decide(self, store, cur_logits, cur_h, lm_only, use_spans):
         """Token or span at the current position: returns (commit, continuation, lm_only)."""
         cfg = self.cfg
+        rules = self.rules
         p_m, lam, entries, p_lm = self._mix(store, cur_logits[None], cur_h[None], lm_only)
-        w = self._choose(p_m[0], cur_logits)
+        forbid = rules.glue_mask() if rules is not None else None
+        w = self._choose(p_m[0], cur_logits, forbid)
         if not use_spans or lm_only or entries is None or entries.shape[1] == 0:
             return Committed(w, None), None, False
         if float(lam[0]) < cfg.delta:
@@ -220,7 +295,10 @@ class NestDecoder:
                 # lm_preferred rule: the anchor's value is not argmax p_M; copy only if it passes
                 # the acceptance rule at this position
                 tok = int(store.chunk_tokens(anchor[0])[anchor[1]])
-                if self.acceptor.accept_length(p_m, cur_logits[None], torch.tensor([tok])) == 1:
+                ok = self.acceptor.accept_length(p_m, cur_logits[None], torch.tensor([tok])) == 1
+                if ok and forbid is not None and bool(forbid[tok]):
+                    ok = False
+                if ok and (rules is None or rules.can_start(anchor[0], anchor[1], tok)):
                     w = tok
                 else:
                     anchor = None
@@ -230,6 +308,8 @@ class NestDecoder:
             if int(store.values[e]) == w:
                 anchor = (int(store.entry_chunk[e]), int(store.entry_pos[e]) + 1)
         else:
+            anchor = None
+        if anchor is not None and rules is not None and not rules.can_start(anchor[0], anchor[1], w):
             anchor = None
         if anchor is None:
             return Committed(w, None), None, False
@@ -248,16 +328,43 @@ class NestDecoder:
             return (chunk, last_pos + 1), False
         return None, False
 
-    def _cut_draft(self, store: RequestStore, chunk: int, positions: list[int], run_len: int) -> list[int]:
-        """Apply the span stop rules to a draft: sentence end (inclusive) and the per-run cap."""
+    def _cut_draft(
+        self, store: RequestStore, chunk: int, positions: list[int], run_len: int, limit: int
+    ) -> list[int]:
+        """Apply the span stop rules to a draft: sentence end (inclusive), the per-run cap, and a word
+        boundary at its end (the draft may then extend up to position ``limit``, exclusive)."""
         cfg = self.cfg
         if cfg.max_span_tokens is not None:
-            positions = positions[: max(0, cfg.max_span_tokens - run_len)]
+            cap = max(0, cfg.max_span_tokens - run_len)
+            positions = positions[:cap]
+            limit = min(limit, positions[0] + cap) if positions else limit
         if cfg.span_stop == "sentence_end":
             for i, p in enumerate(positions):
                 if self._ends_sentence(store, chunk, p):
-                    return positions[: i + 1]
+                    positions = positions[: i + 1]
+                    limit = positions[-1] + 1
+                    break
+            else:
+                if positions:
+                    # an extension to the next word boundary must not run past the sentence end either
+                    p = positions[-1] + 1
+                    n_tok = len(store.chunk_tokens(chunk))
+                    while p < min(limit, n_tok):
+                        if self._ends_sentence(store, chunk, p):
+                            limit = p + 1
+                            break
+                        p += 1
+        if self.rules is not None:
+            positions = self.rules.trim_draft(chunk, positions, limit)
         return positions
+
+    def _unmask(self, first_source: tuple[int, int] | None, store: RequestStore | None) -> None:
+        """Undo the mask of a held copy that turned out not to be one."""
+        if store is None or first_source is None or self.cfg.mask_copied == "none":
+            return
+        chunk, pos = first_source
+        if pos >= 1:
+            store.mask[store.entry_of(chunk, pos)] = False
 
     def _mask(self, commits: list[Committed], store: RequestStore | None) -> None:
         """No re-copying (NEST.md §3.7): mask the entries whose values were just copied."""

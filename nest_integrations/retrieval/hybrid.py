@@ -25,6 +25,7 @@ from nest_integrations.retrieval.base import PassageRetriever, ScoredChunk, chec
 __all__ = [
     "HybridRetriever",
     "fuse_scores",
+    "rrf_scores",
     "sharpness",
     "FUSION_COEF",
     "CANDIDATES_PER_HIT",
@@ -103,6 +104,35 @@ def fuse_scores(
     return [ScoredChunk(index=i, score=s) for i, s in fused[:k]]
 
 
+RRF_K = 60
+"""The constant of reciprocal rank fusion (Cormack et al., SIGIR 2009): score = Σ w / (RRF_K + rank)."""
+
+
+def rrf_scores(
+    dense: Mapping[int, float],
+    sparse: Mapping[int, float],
+    k: int,
+    dense_weight: float = 0.5,
+) -> list[ScoredChunk]:
+    """Weighted reciprocal rank fusion of a dense and a sparse top-N list (pure function).
+
+    ``score(c) = dense_weight / (RRF_K + rank_dense(c)) + (1 − dense_weight) / (RRF_K + rank_sparse(c))``
+    with 1-based ranks; a chunk absent from a list contributes nothing for that list. Unlike the paper's
+    score fusion it ignores the scales of the two lists, so a long BM25 score tail cannot dominate.
+    Ties are broken by ascending index.
+    """
+    k = clamp_k(k, len(set(dense) | set(sparse)))
+    if k == 0:
+        return []
+    fused: dict[int, float] = {}
+    for weight, lst in ((dense_weight, dense), (1.0 - dense_weight, sparse)):
+        ranked = sorted(lst, key=lambda i: (-lst[i], i))
+        for rank, idx in enumerate(ranked, start=1):
+            fused[int(idx)] = fused.get(int(idx), 0.0) + weight / (RRF_K + rank)
+    out = sorted(fused.items(), key=lambda t: (-t[1], t[0]))
+    return [ScoredChunk(index=i, score=s) for i, s in out[:k]]
+
+
 class HybridRetriever:
     """Dense + sparse retrieval fused with the NEST paper's adaptive weights (see :func:`fuse_scores`).
 
@@ -120,7 +150,15 @@ class HybridRetriever:
         ConfigError: the two retrievers cover different numbers of chunks.
     """
 
-    def __init__(self, dense: PassageRetriever, sparse: PassageRetriever, fusion_coef: float = FUSION_COEF) -> None:
+    def __init__(
+        self,
+        dense: PassageRetriever,
+        sparse: PassageRetriever,
+        fusion_coef: float = FUSION_COEF,
+        *,
+        fusion: str = "paper",
+        dense_weight: float = 0.8,
+    ) -> None:
         if len(dense) != len(sparse):
             raise ConfigError(
                 f"dense ({len(dense)} chunks) and sparse ({len(sparse)} chunks) retrievers must be built "
@@ -128,9 +166,13 @@ class HybridRetriever:
             )
         if not 0.0 <= fusion_coef <= 1.0:
             raise ConfigError(f"fusion_coef must be in [0, 1], got {fusion_coef}")
+        if fusion not in ("paper", "rrf"):
+            raise ConfigError(f"fusion must be 'paper' or 'rrf', got {fusion!r}")
         self.dense = dense
         self.sparse = sparse
         self.fusion_coef = float(fusion_coef)
+        self.fusion = fusion
+        self.dense_weight = float(dense_weight)
 
     def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
         """The ``min(k, len(self))`` best chunks by fused score, best first (ties by index)."""
@@ -141,6 +183,8 @@ class HybridRetriever:
         n = min(CANDIDATES_PER_HIT * k, len(self))
         dense = {h.index: h.score for h in self.dense.retrieve(query, n)}
         sparse = {h.index: h.score for h in self.sparse.retrieve(query, n)}
+        if self.fusion == "rrf":
+            return rrf_scores(dense, sparse, k, dense_weight=self.dense_weight)
         return fuse_scores(dense, sparse, k, fusion_coef=self.fusion_coef)
 
     def __len__(self) -> int:

@@ -1,0 +1,219 @@
+"""Span rules: where a copied run may start and end so that citations cannot splice (NEST.md §10).
+
+The decoding loop asks a :class:`SpanRules` object, for one request:
+
+* :meth:`SpanRules.can_start` — may a copy start at chunk token ``pos``? Only on a word boundary of
+  the chunk *and* of the response (never "utin Tesla"), and, within one output sentence, only from the
+  chunk (or document) the sentence first copied from (no splicing of several sources);
+* :meth:`SpanRules.ends_word` — may a copied run end after chunk token ``pos``? Only on a word
+  boundary of the chunk; drafts are trimmed to end there (:meth:`trim_draft`) and accepted prefixes
+  are cut back to one (:meth:`cut_accepted`);
+* :meth:`SpanRules.glue_mask` — after a copied run that ends in a letter or digit, the vocabulary
+  entries that would glue more letters onto it (so the run also ends on a boundary of the response).
+
+All checks use :func:`nest_integrations.sentences.is_word_char` and
+:func:`nest_integrations.sentences.split_sentences`, the same functions ``nest eval`` counts with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from nest_integrations.sentences import is_word_char, split_sentences
+from nest_integrations.store.token_store import RequestStore
+
+__all__ = ["SpanRules", "glue_table"]
+
+_GLUE_CACHE: dict[int, torch.Tensor] = {}
+
+
+def glue_table(tokenizer, vocab_size: int) -> torch.Tensor:
+    """(V,) bool: True for token ids whose text starts with a letter or digit (no leading space).
+
+    Computed once per tokenizer. SentencePiece (``▁``) and byte-level BPE (``Ġ``) word-start markers
+    count as a leading space. Ids past the tokenizer's vocabulary are False.
+    """
+    key = id(tokenizer)
+    table = _GLUE_CACHE.get(key)
+    if table is not None and table.shape[0] == vocab_size:
+        return table
+    n = min(vocab_size, len(tokenizer))
+    pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
+    texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    flags = np.zeros(vocab_size, dtype=bool)
+    for i, (piece, text) in enumerate(zip(pieces, texts, strict=True)):
+        if piece is None or piece.startswith(("▁", "Ġ")):
+            continue
+        flags[i] = bool(text) and text[0].isalnum()
+    table = torch.from_numpy(flags)
+    _GLUE_CACHE[key] = table
+    return table
+
+
+class SpanRules:
+    """Word-boundary and one-source-per-sentence rules for one request.
+
+    Args:
+        tokenizer: the LM's tokenizer (decodes the response so far).
+        store: the request's token store (chunk texts and token offsets).
+        chunk_docs: document id of each request chunk (for ``sentence_source="document"``).
+        word_boundaries: enforce word boundaries.
+        sentence_source: ``chunk`` | ``document`` | ``any``.
+        vocab_size: size of the LM's output layer (for :meth:`glue_mask`).
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        store: RequestStore,
+        chunk_docs: Sequence[str],
+        *,
+        word_boundaries: bool = True,
+        sentence_source: str = "chunk",
+        vocab_size: int,
+    ) -> None:
+        self.tok = tokenizer
+        self.store = store
+        self.chunk_docs = list(chunk_docs)
+        self.word_boundaries = word_boundaries
+        self.sentence_source = sentence_source
+        self.vocab_size = vocab_size
+        self._starts: dict[int, np.ndarray] = {}
+        self._ends: dict[int, np.ndarray] = {}
+        self._glue_end: dict[int, np.ndarray] = {}
+        self.ids: list[int] = []
+        self._text: str | None = ""
+        # (response character where the copied token's text starts, request chunk) of every copied token
+        self.copies: list[tuple[int, int]] = []
+        self.last_source: tuple[int, int] | None = None
+
+    # ---- per-chunk boundary tables ---------------------------------------------------------------
+    def _tables(self, chunk: int) -> None:
+        text = self.store.texts[chunk]
+        offs = self.store.chunks[chunk][1].offsets
+        n = len(offs)
+        starts = np.zeros(n, dtype=bool)
+        ends = np.zeros(n, dtype=bool)
+        glue_end = np.zeros(n, dtype=bool)
+        for p in range(n):
+            a, b = int(offs[p][0]), int(offs[p][1])
+            s = a
+            while s < len(text) and text[s].isspace():
+                s += 1
+            starts[p] = not is_word_char(text, s - 1)
+            e = b
+            while e > a and text[e - 1].isspace():
+                e -= 1
+            split_char = p + 1 < n and int(offs[p + 1][0]) < b  # next token shares a character (bytes)
+            ends[p] = not split_char and not is_word_char(text, e)
+            glue_end[p] = e > 0 and is_word_char(text, e - 1)
+        self._starts[chunk], self._ends[chunk], self._glue_end[chunk] = starts, ends, glue_end
+
+    def starts_word(self, chunk: int, pos: int) -> bool:
+        """A copy may start at chunk token ``pos`` (source side)."""
+        if not self.word_boundaries:
+            return True
+        if chunk not in self._starts:
+            self._tables(chunk)
+        return bool(self._starts[chunk][pos])
+
+    def ends_word(self, chunk: int, pos: int) -> bool:
+        """A copied run may end after chunk token ``pos`` (source side)."""
+        if not self.word_boundaries:
+            return True
+        if chunk not in self._ends:
+            self._tables(chunk)
+        return bool(self._ends[chunk][pos])
+
+    # ---- response state --------------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.tok.decode(self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self._text
+
+    def _with(self, token: int) -> str:
+        return self.tok.decode(self.ids + [token], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def observe(self, token: int, source: tuple[int, int] | None) -> None:
+        """Record one committed token (in order)."""
+        before = len(self.text)
+        self.ids.append(token)
+        self._text = None
+        if source is not None:
+            text = self.text
+            s = before
+            while s < len(text) and text[s].isspace():
+                s += 1
+            self.copies.append((s, source[0]))
+        self.last_source = source
+
+    # ---- the rules -------------------------------------------------------------------------------
+    def can_start(self, chunk: int, pos: int, token: int) -> bool:
+        """May the response copy chunk token ``pos`` (= ``token``) as the start of a new run?"""
+        if not self.starts_word(chunk, pos):
+            return False
+        if not self.word_boundaries and self.sentence_source == "any":
+            return True
+        before = self.text
+        combined = self._with(token)
+        s = len(before)
+        while s < len(combined) and combined[s].isspace():
+            s += 1
+        if self.word_boundaries and s < len(combined) and is_word_char(combined, s - 1):
+            return False
+        if self.sentence_source == "any" or not self.copies:
+            return True
+        sent_start = 0
+        for st, _ in split_sentences(combined):
+            if st <= s:
+                sent_start = st
+        first = next((c for r, c in self.copies if r >= sent_start), None)
+        if first is None:
+            return True
+        if self.sentence_source == "document":
+            return self.chunk_docs[first] == self.chunk_docs[chunk]
+        return first == chunk
+
+    def trim_draft(self, chunk: int, positions: list[int], limit: int) -> list[int]:
+        """Make a draft end on a word boundary: cut it back, or extend it up to position ``limit`` (excl.)."""
+        if not self.word_boundaries or not positions:
+            return positions
+        if self.ends_word(chunk, positions[-1]):
+            return positions
+        p = positions[-1] + 1
+        n_tok = len(self.store.chunk_tokens(chunk))
+        while p < min(limit, n_tok):
+            if self.ends_word(chunk, p):
+                return positions + list(range(positions[-1] + 1, p + 1))
+            p += 1
+        for i in range(len(positions) - 1, -1, -1):
+            if self.ends_word(chunk, positions[i]):
+                return positions[: i + 1]
+        return []
+
+    def cut_accepted(self, chunk: int, positions: Sequence[int], k: int) -> int:
+        """The largest k' ≤ k such that ``positions[:k']`` ends on a word boundary (0 if none)."""
+        if not self.word_boundaries:
+            return k
+        while k > 0 and not self.ends_word(chunk, positions[k - 1]):
+            k -= 1
+        return k
+
+    def glue_mask(self, last: tuple[int, int] | None = None) -> torch.Tensor | None:
+        """Tokens that may not follow the copied token ``last`` (default: the last committed token).
+
+        None when ``last`` was not copied or does not end in a word character.
+        """
+        src = last if last is not None else self.last_source
+        if not self.word_boundaries or src is None:
+            return None
+        chunk, pos = src
+        if chunk not in self._glue_end:
+            self._tables(chunk)
+        if not self._glue_end[chunk][pos]:
+            return None
+        return glue_table(self.tok, self.vocab_size)

@@ -1,0 +1,148 @@
+"""Words and sentences: the one splitter and the word-boundary rule used everywhere (NEST.md §10).
+
+The decoder's span rules, the sentence support labels, ``nest eval``'s strict recall and its
+spliced-sentence count all call these functions, so they cannot disagree about what a sentence or a
+word is.
+
+Sentence rule (documented, deterministic, no model): a sentence ends
+
+* after ``.``, ``!`` or ``?`` (plus any closing quotes / brackets right after it) that is followed by
+  whitespace or by the end of the text — except a ``.`` that ends a known abbreviation (``Mr.``,
+  ``Dr.``, ``St.``, ``e.g.`` …) or a single-letter initial (``J. K. Rowling``, ``U.S. Army``);
+* or before a line break.
+
+So ``"3.5 million"`` never ends a sentence (no whitespace after the dot). Sentences are returned as
+``(start, end)`` character ranges with surrounding whitespace left out.
+
+Word rule: a character is part of a word if it is a letter or digit (``str.isalnum``, so non-ASCII
+letters count), or a ``.`` / ``,`` between two digits (``3.5``, ``1,000`` are one word).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ABBREVIATIONS",
+    "is_word_char",
+    "on_word_boundary",
+    "split_sentences",
+    "sentence_at",
+    "count_words",
+    "words",
+]
+
+ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st jr sr vs etc e.g i.e no mt ft inc ltd co corp gen col lt sgt capt fig al approx "
+    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
+"""Lower-cased words whose trailing ``.`` does not end a sentence (besides single-letter initials)."""
+
+_TERMINATOR_RE = re.compile(r"[.!?]+[\"'\)\]»”’]*")
+_LINE_BREAK = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+_WORD_RE = re.compile(r"\w+(?:[.,]\d+)*", re.UNICODE)
+
+
+def is_word_char(text: str, i: int) -> bool:
+    """True if ``text[i]`` belongs to a word: a letter or digit, or ``.``/``,`` between two digits."""
+    if i < 0 or i >= len(text):
+        return False
+    ch = text[i]
+    if ch.isalnum():
+        return True
+    return ch in ".," and 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit()
+
+
+def on_word_boundary(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` starts and ends on word boundaries (NEST.md §10).
+
+    With the range's leading and trailing whitespace left out, the character before it (if any) and
+    the character after it (if any) must not be word characters (:func:`is_word_char`). A blank range
+    is on a boundary.
+    """
+    s, e = start, end
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    if s >= e:
+        return True
+    return not is_word_char(text, s - 1) and not is_word_char(text, e)
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """Whether the ``.`` at index ``dot`` ends an abbreviation or an initial rather than a sentence."""
+    j = dot
+    while j > 0 and (text[j - 1].isalpha() or text[j - 1] == "."):
+        j -= 1
+    word = text[j:dot].lower()
+    if not word:
+        return False
+    if len(word) == 1 and text[j].isupper():
+        return True  # an initial: "J. K. Rowling", the last letter of "U.S."
+    if "." in word and all(len(p) <= 1 for p in word.split(".")):
+        return True  # "e.g", "i.e", "U.S" written with inner dots
+    return word in ABBREVIATIONS
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every sentence of ``text``, in order, whitespace around them excluded.
+
+    See the module docstring for the rule. Text after the last terminator is a sentence too (an
+    unfinished one, when the text is still being generated).
+    """
+    out: list[tuple[int, int]] = []
+    n = len(text)
+    i = 0
+    start = None
+    while i < n:
+        ch = text[i]
+        if start is None:
+            if not ch.isspace():
+                start = i
+            i += 1
+            continue
+        if ch in _LINE_BREAK:
+            end = i
+            while end > start and text[end - 1].isspace():
+                end -= 1
+            out.append((start, end))
+            start = None
+            i += 1
+            continue
+        if ch in ".!?":
+            m = _TERMINATOR_RE.match(text, i)
+            assert m is not None
+            end = m.end()
+            followed = end >= n or text[end].isspace()
+            if followed and not (ch == "." and m.group() == "." and _is_abbreviation(text, i)):
+                out.append((start, end))
+                start = None
+            i = end
+            continue
+        i += 1
+    if start is not None:
+        end = n
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if end > start:
+            out.append((start, end))
+    return out
+
+
+def sentence_at(text: str, pos: int) -> tuple[int, int]:
+    """The sentence range holding character ``pos`` (or starting at / after it; ``(pos, pos)`` if none)."""
+    for s, e in split_sentences(text):
+        if pos < e:
+            return s, e
+    return pos, pos
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` (runs of word characters; ``3.5`` and ``1,000`` stay one word)."""
+    return _WORD_RE.findall(text)
+
+
+def count_words(text: str) -> int:
+    """Number of whole words in ``text`` (see :func:`words`)."""
+    return len(words(text))
