@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from nest_integrations.datastore import Datastore
     from nest_integrations.engine import GenerationStats, NestDelta, NestEngine, NestResult, RetrievedPassage
     from nest_integrations.models import LoadedModel, default_model_dir, download_default_model, load_model
+    from nest_integrations.sentences import split_sentences
+    from nest_integrations.support import SentenceSupport, label_sentences
 
 __version__ = "0.1.0"
 
@@ -48,6 +50,9 @@ _LAZY = {
     "default_model_dir": "nest_integrations.models",
     "download_default_model": "nest_integrations.models",
     "load_model": "nest_integrations.models",
+    "split_sentences": "nest_integrations.sentences",
+    "SentenceSupport": "nest_integrations.support",
+    "label_sentences": "nest_integrations.support",
 }
 
 __all__ = [
@@ -72,11 +77,14 @@ __all__ = [
     "OffsetError",
     "PromptTooLongError",
     "RetrievedPassage",
+    "SentenceSupport",
     "__version__",
     "chunks_from_documents",
     "default_model_dir",
     "download_default_model",
+    "label_sentences",
     "load_model",
+    "split_sentences",
 ]
 
 

@@ -12,7 +12,11 @@ the same way:
 - :class:`ChunkLookup` finds a chunk's position in a (growing) chunk list by id, by
   ``(doc_id, doc_offset)`` or by exact text, indexing the list lazily;
 - :func:`collect_hits` turns matched retrieval results into :class:`ScoredChunk` s, calling the
-  ``on_unmatched`` callback or warning about results that match no chunk.
+  ``on_unmatched`` callback or warning about results that match no chunk;
+- :func:`conversation_retrieval_query` picks the retrieval query of a conversation (the engine's
+  condensed query by default) and :func:`answer_labels` gives the support labels, abstention and
+  finish fields of a :class:`~nest_integrations.engine.NestResult` in the shape both adapters put in
+  their response metadata.
 
 Nothing here imports LangChain or LlamaIndex.
 """
@@ -37,6 +41,9 @@ __all__ = [
     "check_unique",
     "build_chunks",
     "collect_hits",
+    "answer_labels",
+    "conversation_retrieval_query",
+    "CONVERSATION_QUERY_ALIASES",
     "place_pieces",
     "preview",
 ]
@@ -406,3 +413,51 @@ def collect_hits(
             stacklevel=3,
         )
     return hits
+
+
+#: Older adapter names of the conversation query modes → :attr:`NestConfig.conversation_query` values.
+CONVERSATION_QUERY_ALIASES: Mapping[str, str] = {
+    "last_user_message": "last_user",
+    "all_user_messages": "all_user",
+}
+
+
+def conversation_retrieval_query(
+    messages: Sequence[Mapping[str, Any]], mode: str | None, default_mode: str = "condensed"
+) -> str:
+    """The passage-retrieval query of a chat request, as both adapters compute it.
+
+    ``mode`` is ``condensed`` (the default: :func:`~nest_integrations.prompts.condensed_query`, a
+    follow-up such as "Who was her father?" is extended with the previous user turns), ``last_user`` or
+    ``all_user`` (the old adapter names ``last_user_message`` / ``all_user_messages`` are accepted);
+    ``None`` means ``default_mode`` (the effective config's ``conversation_query``).
+
+    Raises:
+        EmptyQuestionError: no user message, or the last one is empty.
+        ValueError: an unknown mode.
+    """
+    from nest_integrations.prompts import retrieval_query_of
+
+    chosen = default_mode if mode is None else mode
+    chosen = CONVERSATION_QUERY_ALIASES.get(chosen, chosen)
+    if chosen not in ("condensed", "last_user", "all_user"):
+        raise ValueError(f"unknown conversation query mode {mode!r} (condensed, last_user or all_user)")
+    return retrieval_query_of(messages, chosen)
+
+
+def answer_labels(result: Any) -> dict[str, Any]:
+    """What an answer says about itself, as plain JSON values (NEST.md §10).
+
+    ``sentences``: one dict per sentence (``response_start``, ``response_end``, ``support`` in
+    copied / grounded / unsupported, ``chunk_ids``); ``abstained``; ``truncated`` (cut by the token
+    limit); ``finish_reason`` (eos, stop, sentence, length or abstained); ``relevance`` (the
+    question-passage similarity the abstention threshold applies to, or ``None``). Lists hold dicts
+    without an ``index`` key, so LangChain's chunk merging concatenates them.
+    """
+    return {
+        "sentences": [s.to_dict() for s in result.sentences],
+        "abstained": bool(result.abstained),
+        "truncated": bool(result.truncated),
+        "finish_reason": result.finish_reason,
+        "relevance": None if result.relevance is None else float(result.relevance),
+    }

@@ -4,18 +4,23 @@ Usage::
 
     nest download-model [--force] [--quiet]
     nest ask QUESTION [--docs PATH ...] [--model PATH_OR_ID] [--dtype float32|bfloat16]
-             [--method nest|ra-nest|knnlm|ra|base] [--max-new-tokens N] [--set KEY=VALUE ...]
-             [--chunk-size N] [--json] [--no-stream] [--color auto|always|never]
-    nest chat [--docs PATH ... | --store DIR] [--model ...] [--set KEY=VALUE ...]
+             [--method nest|ra-nest|knnlm|ra|base] [--max-new-tokens N] [--abstain off|retrieval|retrieval+support]
+             [--set KEY=VALUE ...] [--chunk-size N] [--json] [--no-stream] [--html FILE] [--color auto|always|never]
+    nest chat [--docs PATH ... | --store DIR] [--model ...] [--abstain ...] [--set KEY=VALUE ...] [--json]
     nest index PATH... --out DIR [--chunk-size N] [--max-tokens N] [--rebuild] [--prune]
     nest ask QUESTION --store DIR ...
-    nest eval --questions FILE [--corpus FILE] [--systems base,ra,knnlm,nest,ra-nest,ra-pld,passage-dump]
+    nest eval (--questions FILE [--corpus FILE] | --sample)
+              [--systems base,ra,knnlm,nest,ra-nest,ra-pld,passage-dump]
               [--limit N] [--model PATH] [--set KEY=VALUE ...] [--sweep KEY=V1,V2]
               [--out report.json] [--markdown report.md] [--plot plot.png]
 
 ``nest ask`` answers over the demo corpus shipped with the package (five abridged Wikipedia
-articles) or over your own ``.txt`` / ``.md`` files (``--docs``), streams the answer, and lists the
-spans it copied verbatim with their exact place in the documents.
+articles) or over your own ``.txt`` / ``.md`` files (``--docs``), streams the answer, then shows
+whether it is complete (``[truncated: max_new_tokens reached]``) or an abstention
+(``[abstained: …]``), the support label of every sentence (``⚠ unsupported: …`` for a sentence no
+retrieved passage supports, NEST.md §10), and the spans it copied verbatim with their exact place in
+the documents. ``nest eval --sample`` runs the SQuAD questions shipped with the package over the demo
+corpus.
 
 Errors are reported as one line ``nest: error: ...`` on stderr (no traceback; set ``NEST_DEBUG=1``
 to get one): exit status 2 for bad usage or bad input (arguments, configuration, empty question,
@@ -61,6 +66,7 @@ __all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main"]
 PROG = "nest"
 METHODS = ("nest", "ra-nest", "knnlm", "ra", "base")
 DTYPES = ("float32", "bfloat16")
+ABSTAIN_MODES = ("off", "retrieval", "retrieval+support")
 
 #: Errors caused by what the user typed or passed: exit status 2.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -182,6 +188,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="maximum tokens to generate (default: 128)",
     )
+    _add_abstain_option(g)
     g.add_argument(
         "--set",
         dest="settings",
@@ -190,7 +197,17 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="set any NestConfig field, e.g. --set alpha=0.4 --set 'stop=[\"\\n\"]'; VALUE is JSON when it "
-        "parses, else a string; --method / --max-new-tokens take precedence (repeatable)",
+        "parses, else a string; --method / --max-new-tokens / --abstain take precedence (repeatable)",
+    )
+
+
+def _add_abstain_option(g: argparse._ActionsContainer) -> None:
+    g.add_argument(
+        "--abstain",
+        choices=ABSTAIN_MODES,
+        default=None,
+        help="when to answer 'not found' instead of guessing: off; retrieval (default: no sentence of the top "
+        "passages is close enough to the question); retrieval+support (also when the first sentence is unsupported)",
     )
 
 
@@ -199,14 +216,16 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON object (text, spans, stats, passages, question, model, config) instead of text",
+        help="print one JSON object (text, spans, sentences with their support labels, abstained, truncated, "
+        "finish_reason, stats, passages, question, model, config) instead of text",
     )
     g.add_argument("--no-stream", action="store_true", help="print the answer when it is complete, with [n] markers")
     g.add_argument(
         "--html",
         metavar="FILE",
         default=None,
-        help="also write an HTML page: the answer with copied spans highlighted, each linked to its source in context",
+        help="also write an HTML page: the answer with copied spans highlighted, each linked to its source in "
+        "context, and unsupported sentences marked",
     )
     g.add_argument(
         "--color",
@@ -247,7 +266,7 @@ def _use_color(choice: str, stream: TextIO) -> bool:
 
 
 def _build_config(args: argparse.Namespace) -> NestConfig:
-    """NestConfig from ``--set`` values, then ``--method`` / ``--max-new-tokens``.
+    """NestConfig from ``--set`` values, then ``--method`` / ``--max-new-tokens`` / ``--abstain``.
 
     Raises:
         ConfigError: unknown key or invalid value.
@@ -264,6 +283,8 @@ def _build_config(args: argparse.Namespace) -> NestConfig:
         values["method"] = args.method
     if getattr(args, "max_new_tokens", None) is not None:
         values["max_new_tokens"] = args.max_new_tokens
+    if getattr(args, "abstain", None) is not None:
+        values["abstain"] = args.abstain
     return NestConfig(**values)
 
 
@@ -378,11 +399,11 @@ def _run_ask(args: argparse.Namespace) -> int:
     if not question.strip():
         raise EmptyQuestionError("the question is empty")
     config = _build_config(args)
-    from nest_integrations.render import mark_answer, render_sources, render_stats
+    from nest_integrations.render import mark_answer
 
     engine, doc_texts = _make_engine(args, config)
-    lm = engine.lm
     color = _use_color(args.color, sys.stdout)
+    threshold = engine.config.abstain_threshold
 
     def write_html(result: Any) -> None:
         if args.html:
@@ -390,13 +411,13 @@ def _run_ask(args: argparse.Namespace) -> int:
 
             from nest_integrations.html import render_html
 
-            Path(args.html).write_text(render_html(result, doc_texts, question), encoding="utf-8")
+            Path(args.html).write_text(
+                render_html(result, doc_texts, question, threshold=threshold), encoding="utf-8"
+            )
 
     if args.json:
         result = engine.generate(question)
-        payload = result.to_dict()
-        payload.update(question=question, model=lm.model_id, config=engine.config.model_dump(mode="json"))
-        _write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+        _write(json.dumps(_result_payload(result, engine, question=question), ensure_ascii=False, indent=2) + "\n")
         write_html(result)
         return 0
 
@@ -404,30 +425,66 @@ def _run_ask(args: argparse.Namespace) -> int:
         result = engine.generate(question)
         _write(mark_answer(result, color) + "\n")
     else:
-        result = None
-        last = ""
-        for delta in engine.stream(question):
-            if delta.text:
-                _write(delta.text)
-                last = delta.text
-            if delta.result is not None:
-                result = delta.result
-        assert result is not None
-        if not last.endswith("\n"):
-            _write("\n")
+        result = _stream_answer(engine, question)
     write_html(result)
-    sources = render_sources(result, doc_texts, color)
-    if sources:
-        _write("\n" + sources + "\n")
-    _write("\n" + render_stats(result, color) + "\n")
+    _write_after_answer(result, doc_texts, color, threshold, stats=True)
     return 0
+
+
+def _result_payload(result: Any, engine: Any, **extra: Any) -> dict[str, Any]:
+    """The JSON of one answer: :meth:`NestResult.to_dict` (text, spans, sentences, abstained,
+    truncated, finish_reason, relevance, stats, passages) plus ``extra``, the model and the config."""
+    payload = result.to_dict()
+    payload.update(extra)
+    payload.update(model=engine.lm.model_id, config=engine.config.model_dump(mode="json"))
+    return payload
+
+
+def _stream_answer(engine: Any, prompt: Any) -> Any:
+    """Stream the answer to ``prompt`` on stdout (ending with a line break); return the NestResult."""
+    result = None
+    last = ""
+    for delta in engine.stream(prompt):
+        if delta.text:
+            _write(delta.text)
+            last = delta.text
+        if delta.result is not None:
+            result = delta.result
+    assert result is not None
+    if not last.endswith("\n"):
+        _write("\n")
+    return result
+
+
+def _write_after_answer(
+    result: Any, doc_texts: dict[str, str], color: bool, threshold: float, *, stats: bool
+) -> None:
+    """What follows an answer: the abstained / truncated lines, the support labels, the sources and
+    (when ``stats``) the stats footer, blocks separated by a blank line."""
+    from nest_integrations.render import render_flags, render_sources, render_stats, render_support
+
+    flags = render_flags(result, color, threshold)
+    if flags:
+        _write(flags + "\n")
+    for block in (render_support(result, color), render_sources(result, doc_texts, color)):
+        if block:
+            _write("\n" + block + "\n")
+    if stats:
+        _write("\n" + render_stats(result, color) + "\n")
 
 
 def _configure_chat(p: argparse.ArgumentParser) -> None:
     _add_corpus_options(p)
     _add_model_options(p)
     _add_config_options(p)
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="highlight copied spans")
+    g = p.add_argument_group("output")
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per line and turn (turn, message, retrieval_query, text, spans, sentences, "
+        "abstained, truncated, passages, stats, model, config) instead of text",
+    )
+    g.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="highlight copied spans")
 
 
 def _make_engine(args: argparse.Namespace, config: NestConfig) -> tuple[Any, dict[str, str]]:
@@ -452,15 +509,18 @@ def _make_engine(args: argparse.Namespace, config: NestConfig) -> tuple[Any, dic
 
 
 def _run_chat(args: argparse.Namespace) -> int:
-    from nest_integrations.render import render_sources, render_stats
+    from nest_integrations.prompts import retrieval_query_of, to_messages
+    from nest_integrations.render import render_stats
 
     config = _build_config(args)
     engine, doc_texts = _make_engine(args, config)
-    color = _use_color(args.color, sys.stdout)
-    interactive = _isatty(sys.stdin)
+    color = _use_color(args.color, sys.stdout) and not args.json
+    threshold = engine.config.abstain_threshold
+    interactive = _isatty(sys.stdin) and not args.json
     if interactive:
         _progress("chat with NEST: type a message, /reset to forget the conversation, /exit or Ctrl-D to quit")
     messages: list[dict[str, str]] = []
+    turn = 0
     while True:
         if interactive:
             _write("\nyou> ")
@@ -474,21 +534,26 @@ def _run_chat(args: argparse.Namespace) -> int:
             break
         if text == "/reset":
             messages = []
-            _write("(conversation forgotten)\n")
+            if not args.json:
+                _write("(conversation forgotten)\n")
             continue
         messages.append({"role": "user", "content": text})
-        _write("nest> " if interactive else "")
-        result = None
-        for delta in engine.stream(messages):
-            _write(delta.text)
-            result = delta.result or result
-        assert result is not None
-        _write("\n")
-        sources = render_sources(result, doc_texts, color)
-        if sources:
-            _write(sources + "\n")
-        if interactive:
-            _write(render_stats(result, color) + "\n")
+        turn += 1
+        # the whole conversation goes to the engine, which retrieves with a query condensed from it
+        # (config.conversation_query); the query is only recomputed here to show it in --json
+        if args.json:
+            result = engine.generate(messages)
+            query = retrieval_query_of(
+                to_messages(messages, engine.config.system_prompt), engine.config.conversation_query
+            )
+            payload = _result_payload(result, engine, turn=turn, message=text, retrieval_query=query)
+            _write(json.dumps(payload, ensure_ascii=False) + "\n")
+        else:
+            _write("nest> " if interactive else "")
+            result = _stream_answer(engine, messages)
+            _write_after_answer(result, doc_texts, color, threshold, stats=False)
+            if interactive:
+                _write(render_stats(result, color) + "\n")
         messages.append({"role": "assistant", "content": result.text})
     return 0
 
@@ -578,10 +643,15 @@ def _run_index(args: argparse.Namespace) -> int:
 def _configure_eval(p: argparse.ArgumentParser) -> None:
     from nest_integrations.eval import SYSTEMS
 
-    g = p.add_argument_group("data")
+    g = p.add_argument_group("data (give --questions, or --sample)")
+    g.add_argument(
+        "--sample",
+        action="store_true",
+        help="evaluate the sample set shipped with the package: the SQuAD v1.1 dev questions whose gold paragraph "
+        "is in the demo corpus, over the demo corpus (no --questions / --corpus)",
+    )
     g.add_argument(
         "--questions",
-        required=True,
         metavar="FILE",
         help="JSONL: QA questions (id, question, answers, gold_passage_ids), completion prompts "
         "(id, prompt, reference_continuation) or biographies (id, prompt, knowledge); the task follows the fields",
@@ -614,6 +684,7 @@ def _configure_eval(p: argparse.ArgumentParser) -> None:
         "--set", dest="settings", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
         help="a NestConfig field for all systems (repeatable)",
     )
+    _add_abstain_option(s)
     s.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
     _add_model_options(p)
     o = p.add_argument_group("output")
@@ -637,8 +708,19 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown system(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(SYSTEMS)}")
     config = _build_config(args)
     sweep = parse_sweep(args.sweep) if args.sweep else None
-    corpus = read_corpus(args.corpus) if args.corpus else None
-    mode, items = read_items(args.questions, corpus=corpus)
+    if args.sample:
+        if args.questions or args.corpus:
+            raise UsageError("--sample uses the sample questions and the demo corpus: give it without --questions / --corpus")
+        from nest_integrations.demo import load_demo_documents, sample_questions_path
+
+        corpus = load_demo_documents()
+        with sample_questions_path() as path:
+            mode, items = read_items(path, corpus=corpus)
+    elif args.questions:
+        corpus = read_corpus(args.corpus) if args.corpus else None
+        mode, items = read_items(args.questions, corpus=corpus)
+    else:
+        raise UsageError("give --questions FILE (and --corpus FILE), or --sample for the sample set over the demo corpus")
     if mode != "bio" and corpus is None:
         raise UsageError(f"--corpus is required for {'QA questions' if mode == 'qa' else 'completion prompts'}")
     if args.limit:
@@ -673,6 +755,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 _EVAL_EPILOG = """examples:
+  nest eval --sample --systems base,nest,passage-dump --out report.json
   nest eval --questions data/squad-dev200/questions.jsonl --corpus data/squad-dev200/corpus.jsonl \\
             --limit 20 --out report.json --markdown report.md --plot report.png
   nest eval --questions data/wikitext2-test/completion_prompts.jsonl --corpus data/wikitext2-test/articles.jsonl
@@ -708,11 +791,14 @@ COMMANDS: dict[str, Command] = {
     "chat": Command(
         help="talk with NEST over the demo corpus, your files or a datastore (remembers the conversation)",
         description="An interactive chat: each message is answered with NEST (streamed), the copied spans are "
-        "listed with their sources, and the conversation is kept for the next turn (retrieval uses the latest "
-        "message). /reset forgets it, /exit or Ctrl-D quits. Reads one message per line when stdin is not a terminal.",
+        "listed with their sources and every sentence's support label, and the conversation is kept for the next "
+        "turn: the model sees it all, and retrieval uses a query condensed from it (a follow-up such as 'Who was her "
+        "father?' is searched together with the earlier questions). /reset forgets it, /exit or Ctrl-D quits. Reads "
+        "one message per line when stdin is not a terminal; --json prints one JSON object per turn.",
         configure=_configure_chat,
         run=_run_chat,
-        epilog="examples:\n  nest chat\n  nest chat --store my-store\n  printf 'Who won Super Bowl 50?\\n' | nest chat\n",
+        epilog="examples:\n  nest chat\n  nest chat --store my-store\n  printf 'Who won Super Bowl 50?\\n' | nest chat\n"
+        "  printf 'Where was Nikola Tesla born?\\nWhen did he die?\\n' | nest chat --json\n",
     ),
     "index": Command(
         help="build or update a datastore from your files (.txt, .md, .pdf)",
@@ -728,6 +814,7 @@ COMMANDS: dict[str, Command] = {
     "eval": Command(
         help="compare base / RA / kNN-LM / NEST / RA-NEST / RA-PLD / passage-dump on your data",
         description="Run the paper's systems and the speed peers on a question (or completion / biography) file, "
+        "or with --sample on the SQuAD questions shipped with the package over the demo corpus, "
         "interleaved per item in one process, and report answer quality, attribution and speed relative to the "
         "base LM as a table (stdout), JSON (--out), markdown (--markdown) and a plot (--plot).",
         configure=_configure_eval,

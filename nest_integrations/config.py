@@ -60,6 +60,9 @@ class NestConfig(BaseModel):
     alpha: float = Field(0.3, ge=0.0, le=1.0, description="[α] RRC offset: λ = 0.5 at distance ratio α.")
     tau: float = Field(0.1, gt=0.0, le=10.0, description="[τ] RRC temperature.")
     lm_temperature: float = Field(0.7, gt=0.0, le=10.0, description="[T_LM] temperature of p_LM in the mixture.")
+    knn_temperature: float = Field(
+        1.0, gt=0.0, le=1000.0, description="T in p_kNN = softmax(−d²/(T·√D)); 1 = the paper's."
+    )
     knn_lambda: float = Field(0.7, ge=0.0, le=1.0, description="Fixed λ (LM weight) of the kNN-LM baseline.")
 
     # --- spans -------------------------------------------------------------------------------
@@ -101,6 +104,11 @@ class NestConfig(BaseModel):
         "chunk",
         description="Within one output sentence, copying stays in the chunk (or document) the sentence first "
         "copied from; any = the paper's behaviour (sentences may splice several sources).",
+    )
+    lock_mixture: bool = Field(
+        False,
+        description="Also restrict the kNN mixture of a sentence to the entries of its source chunk once it "
+        "has copied (not only the copies).",
     )
     min_citation_words: int = Field(
         3, ge=1, le=100, description="Copied spans shorter than this many whole words are not citations."

@@ -99,6 +99,9 @@ class NestResult:
         runs: every copied run, one token or more, before the citation filter (for audits / ``nest eval``).
         relevance: the question's best cosine similarity to a sentence of the top passages (None if
             not computed), the figure the abstention threshold applies to.
+        abstain_reason: ``retrieval`` (relevance below the threshold) or ``support`` (the first sentence
+            was unsupported) when ``abstained``.
+        retrieval_query: the text the passage stage searched with (the condensed query of a conversation).
     """
 
     text: str
@@ -112,6 +115,8 @@ class NestResult:
     abstained: bool = False
     runs: list[CopiedSpan] = field(default_factory=list)
     relevance: float | None = None
+    abstain_reason: str | None = None
+    retrieval_query: str | None = None
 
     @property
     def truncated(self) -> bool:
@@ -140,6 +145,8 @@ class NestResult:
             "spans": [s.to_dict() for s in self.spans],
             "sentences": [s.to_dict() for s in self.sentences],
             "relevance": self.relevance,
+            "abstain_reason": self.abstain_reason,
+            "retrieval_query": self.retrieval_query,
             "stats": self.stats.to_dict(),
             "passages": [asdict(p) for p in self.passages],
         }
@@ -315,14 +322,15 @@ class NestEngine:
         hit_chunks = [(self.chunks[i].chunk_id, self.chunks[i].text) for i, _ in hits]
         answers_questions = not raw and cfg.method != "base"
         relevance = None
+        query = retrieval_query
+        if query is None and cfg.method != "base":
+            query = retrieval_query_of(to_messages(prompt, cfg.system_prompt), cfg.conversation_query)
         if answers_questions and cfg.abstain != "off" and hits:
-            query = retrieval_query
-            if query is None:
-                query = retrieval_query_of(to_messages(prompt, cfg.system_prompt), cfg.conversation_query)
+            assert query is not None
             relevance = self.relevance(query, [i for i, _ in hits[: cfg.ra_passages]])
             if relevance < cfg.abstain_threshold:
                 stats.total_s = stats.first_token_s = time.perf_counter() - t_start
-                yield self._abstention(cfg, stats, passages, relevance)
+                yield self._abstention(cfg, stats, passages, relevance, "retrieval", query)
                 return
         store = None
         req_chunks: list[Chunk] = []
@@ -409,7 +417,7 @@ class NestEngine:
             stats.total_s = time.perf_counter() - t_start
             if not stats.first_token_s:
                 stats.first_token_s = stats.total_s
-            yield self._abstention(cfg, stats, passages, relevance)
+            yield self._abstention(cfg, stats, passages, relevance, "support", query)
             return
         # a generation cut inside a multi-byte character leaves a replacement character: drop it
         text = text.rstrip("\ufffd")
@@ -435,6 +443,7 @@ class NestEngine:
             sentences=label_sentences(text, spans, hit_chunks),
             runs=runs,
             relevance=relevance,
+            retrieval_query=query,
         )
         yield NestDelta(text[emitted:], spans[n_spans_emitted:], result)
 
@@ -488,7 +497,7 @@ class NestEngine:
                 best = max(best, float((e @ q).max()))
         return best
 
-    def _abstention(self, cfg: NestConfig, stats: GenerationStats, passages, relevance) -> NestDelta:
+    def _abstention(self, cfg: NestConfig, stats: GenerationStats, passages, relevance, reason: str, query) -> NestDelta:
         text = cfg.abstain_message
         result = NestResult(
             text=text,
@@ -501,6 +510,8 @@ class NestEngine:
             sentences=[SentenceSupport(0, len(text), "unsupported", [])],
             abstained=True,
             relevance=relevance,
+            abstain_reason=reason,
+            retrieval_query=query,
         )
         return NestDelta(text, [], result)
 

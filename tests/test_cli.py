@@ -1,17 +1,23 @@
 """The ``nest`` command line, run as a subprocess (plus a few fast in-process checks).
 
 Runs that need the real default model are skipped when it is not in the cache
-(``nest download-model`` fetches it); there are three, each with ``--max-new-tokens 24``.
+(``nest download-model`` fetches it); they use small ``--max-new-tokens`` budgets. The terminal,
+``--json`` and chat output paths are also checked with a fake engine that returns hand-built
+results (support labels, truncation, abstention), so they are tested without a model.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,8 +25,9 @@ import pytest
 import nest_integrations
 from nest_integrations.attribution import CopiedSpan
 from nest_integrations.cli import _build_config, _key_value, main
-from nest_integrations.demo import load_demo_documents
-from nest_integrations.engine import GenerationStats, NestResult
+from nest_integrations.config import NestConfig
+from nest_integrations.demo import load_demo_documents, load_sample_questions
+from nest_integrations.engine import GenerationStats, NestDelta, NestResult
 from nest_integrations.errors import ConfigError
 from nest_integrations.models import default_model_dir
 from nest_integrations.render import line_number, mark_answer, render_answer, render_sources, render_stats
@@ -37,6 +44,9 @@ SPAN_FIELDS = {
     "n_tokens",
 }
 DEMO_FILE = Path(nest_integrations.__file__).parent / "data" / "demo_corpus.jsonl"
+SAMPLE_FILE = DEMO_FILE.parent / "sample_questions.jsonl"
+REPO = Path(__file__).resolve().parents[1]
+SUPPORT_LABELS = {"copied", "grounded", "unsupported"}
 
 
 def has_default_model() -> bool:
@@ -93,6 +103,22 @@ def check_spans(payload: dict[str, Any], doc_texts: dict[str, str]) -> None:
         assert span["chunk_id"].startswith(span["doc_id"] + "#")
 
 
+def check_sentences(payload: dict[str, Any]) -> None:
+    """Support labels in the JSON: §10 fields, in order inside the text, chunks among the passages;
+    ``truncated`` agrees with ``finish_reason``."""
+    assert payload["truncated"] == (payload["finish_reason"] == "length")
+    assert payload["sentences"], "no sentence labels"
+    passages = {p["chunk_id"] for p in payload["passages"]}
+    pos = 0
+    for s in payload["sentences"]:
+        assert set(s) == {"response_start", "response_end", "support", "chunk_ids"}
+        assert pos <= s["response_start"] < s["response_end"] <= len(payload["text"])
+        pos = s["response_end"]
+        assert s["support"] in SUPPORT_LABELS
+        assert set(s["chunk_ids"]) <= passages
+        assert (len(s["chunk_ids"]) == 1) == (s["support"] != "unsupported")
+
+
 # ---------------------------------------------------------------------------------------------
 # help and usage errors (no model needed)
 # ---------------------------------------------------------------------------------------------
@@ -134,6 +160,11 @@ def test_help_subprocess(command: list[str]) -> None:
         (["ask", "q", "--set", "alpha=7"], "alpha"),
         (["ask", "q", "--set", "retriever=magic"], "retriever"),
         (["ask", "q", "--bogus-flag"], "unrecognized arguments"),
+        (["ask", "q", "--abstain", "sometimes"], "--abstain"),
+        (["chat", "--abstain", "never"], "--abstain"),
+        (["eval"], "give --questions FILE"),
+        (["eval", "--sample", "--questions", "q.jsonl"], "--sample uses the sample questions"),
+        (["eval", "--sample", "--corpus", "c.jsonl"], "--sample uses the sample questions"),
         (["ask", ""], "the question is empty"),
         (["ask", "   \n "], "the question is empty"),
     ],
@@ -209,6 +240,9 @@ def test_build_config_precedence_and_errors() -> None:
     args = argparse.Namespace(settings=[("method", "ra"), ("alpha", 0.4)], method="knnlm", max_new_tokens=7)
     cfg = _build_config(args)
     assert (cfg.method, cfg.alpha, cfg.max_new_tokens) == ("knnlm", 0.4, 7)
+    assert cfg.abstain == NestConfig().abstain  # no --abstain: the config default
+    args = argparse.Namespace(settings=[("abstain", "retrieval")], method=None, max_new_tokens=None, abstain="off")
+    assert _build_config(args).abstain == "off"  # --abstain wins over --set
     with pytest.raises(ConfigError):
         _build_config(argparse.Namespace(settings=[("tau", 0)], method=None, max_new_tokens=None))
 
@@ -281,10 +315,13 @@ def test_ask_json_demo_corpus() -> None:
     assert payload["question"] == question
     assert payload["model"] == "SmolLM2-135M-Instruct"
     assert payload["config"]["max_new_tokens"] == 24 and payload["config"]["method"] == "nest"
-    assert {"text", "spans", "stats", "finish_reason", "passages", "method"} <= set(payload)
+    assert {"text", "spans", "stats", "finish_reason", "passages", "method", "sentences", "abstained",
+            "truncated"} <= set(payload)  # fmt: skip
     assert 0 < payload["stats"]["output_tokens"] <= 24
     assert payload["passages"], "the passage stage returned nothing"
     check_spans(payload, demo_texts_from_file())
+    check_sentences(payload)
+    assert payload["abstained"] is False
     assert payload["spans"], f"NEST copied nothing from the Super Bowl 50 article: {payload['text']!r}"
 
 
@@ -326,6 +363,7 @@ def test_ask_json_user_docs(tmp_path: Path) -> None:
         assert span["source"] == span["doc_id"]
     assert payload["spans"], f"NEST copied nothing from lighthouse.md: {payload['text']!r}"
     assert any("Zoë" in span["text"] for span in payload["spans"])  # character (not byte) offsets past non-ASCII
+    check_sentences(payload)
 
 
 @pytest.mark.slow
@@ -484,3 +522,276 @@ def test_chat_reads_turns_and_cites(tmp_path: Path) -> None:
         if not quoted.endswith("…"):  # shortened quotes are checked by the --json tests
             unescaped = quoted.replace('\\"', '"').replace("\\n", "\n").replace("\\r", "\r").replace("\\\\", "\\")
             assert doc[int(s) : int(e)] == unescaped
+
+
+# ---------------------------------------------------------------------------------------------
+# support labels, truncation, abstention: the CLI output paths with a fake engine (no model)
+# ---------------------------------------------------------------------------------------------
+
+
+class _FakeEngine:
+    """Stands in for NestEngine in the CLI: streams a hand-built result and records every call."""
+
+    def __init__(self, result: NestResult) -> None:
+        self.result = result
+        self.lm = SimpleNamespace(model_id="fake-lm")
+        self.config = NestConfig()
+        self.calls: list[tuple[Any, dict[str, Any]]] = []
+
+    def _record(self, prompt: Any, kwargs: dict[str, Any]) -> None:
+        self.calls.append(([dict(m) for m in prompt] if isinstance(prompt, list) else prompt, kwargs))
+
+    def stream(self, prompt: Any, **kwargs: Any) -> Iterator[NestDelta]:
+        self._record(prompt, kwargs)
+        text = self.result.text
+        yield NestDelta(text[:7], [])
+        yield NestDelta(text[7:], list(self.result.spans), self.result)
+
+    def generate(self, prompt: Any, **kwargs: Any) -> NestResult:
+        self._record(prompt, kwargs)
+        return self.result
+
+
+@pytest.fixture
+def fake_engine(monkeypatch: pytest.MonkeyPatch):
+    """Make the CLI use a :class:`_FakeEngine` for a given result; returns a setter."""
+    from tests.test_render_support import DOC
+
+    def use(result: NestResult) -> _FakeEngine:
+        engine = _FakeEngine(result)
+        monkeypatch.setattr("nest_integrations.cli._make_engine", lambda args, config: (engine, {"sb50": DOC}))
+        return engine
+
+    return use
+
+
+def test_ask_prints_support_and_truncation(fake_engine, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_render_support import COPIED, GROUNDED, UNSUPPORTED, labelled_result
+
+    result = labelled_result("length")
+    fake_engine(result)
+    assert main(["ask", "Who won?", "--color", "never"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out
+    lines = out.rstrip("\n").split("\n")
+    assert lines[0] == result.text  # the streamed answer, as generated
+    assert lines[1] == "[truncated: max_new_tokens reached]"
+    assert lines[2:7] == [
+        "", "Support", f'✓ copied [1]: "{COPIED}."', f'✓ grounded in sb50#0: "{GROUNDED}"',
+        f'⚠ unsupported: "{UNSUPPORTED}"',
+    ]  # fmt: skip
+    assert lines[7:10] == ["", "Sources", f'[1] sb50.txt, line 1, chars 34–70: "{COPIED}"']
+    assert lines[-2] == "" and lines[-1].startswith("[nest] 20 tokens")
+    # an answer that ended by itself is not flagged
+    fake_engine(labelled_result("sentence"))
+    assert main(["ask", "Who won?", "--no-stream"]) == 0
+    out = capsys.readouterr().out
+    assert "[truncated" not in out and out.startswith(f"{COPIED}[1]. ") and f'⚠ unsupported: "{UNSUPPORTED}"' in out
+
+
+def test_ask_prints_abstention(fake_engine, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_render_support import abstained_result
+
+    result = abstained_result(0.31)
+    fake_engine(result)
+    assert main(["ask", "What is the capital of Mongolia?"]) == 0
+    lines = capsys.readouterr().out.rstrip("\n").split("\n")
+    assert lines[0] == result.text
+    assert lines[1] == "[abstained: no retrieved passage is close enough to the question (relevance 0.31 < 0.45)]"
+    assert "Support" not in lines and "Sources" not in lines and lines[-1].startswith("[nest] ")
+
+
+def test_ask_json_has_sentences_abstained_truncated(fake_engine, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_render_support import abstained_result, labelled_result
+
+    result = labelled_result("length")
+    fake_engine(result)
+    assert main(["ask", "Who won?", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["question"] == "Who won?" and payload["model"] == "fake-lm"
+    assert payload["truncated"] is True and payload["abstained"] is False and payload["finish_reason"] == "length"
+    assert payload["sentences"] == [
+        {"response_start": s.response_start, "response_end": s.response_end, "support": s.support,
+         "chunk_ids": s.chunk_ids}
+        for s in result.sentences
+    ]  # fmt: skip
+    assert [s["support"] for s in payload["sentences"]] == ["copied", "grounded", "unsupported"]
+    assert payload["config"]["abstain"] == "retrieval"
+    fake_engine(abstained_result())
+    assert main(["ask", "Who won?", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["abstained"] is True and payload["truncated"] is False and payload["spans"] == []
+
+
+def test_chat_passes_the_whole_conversation(fake_engine, monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every turn sends all messages so far and no retrieval_query: the engine condenses the query itself."""
+    from tests.test_render_support import UNSUPPORTED, labelled_result
+
+    engine = fake_engine(labelled_result("eos"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Where was Ada Lovelace born?\nWho was her father?\n"))
+    assert main(["chat"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Support") == 2 and out.count(f'⚠ unsupported: "{UNSUPPORTED}"') == 2
+    assert len(engine.calls) == 2 and all(kwargs == {} for _, kwargs in engine.calls)
+    first, second = (prompt for prompt, _ in engine.calls)
+    assert first == [{"role": "user", "content": "Where was Ada Lovelace born?"}]
+    assert second == [
+        {"role": "user", "content": "Where was Ada Lovelace born?"},
+        {"role": "assistant", "content": engine.result.text},
+        {"role": "user", "content": "Who was her father?"},
+    ]
+    # --json: one object per turn, with the query the engine retrieves with (condensed for a follow-up)
+    engine = fake_engine(labelled_result("length"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Where was Ada Lovelace born?\n/reset\nWho won?\nWho was her father?\n"))
+    assert main(["chat", "--json"]) == 0
+    turns = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [t["turn"] for t in turns] == [1, 2, 3]
+    assert [t["retrieval_query"] for t in turns] == ["Where was Ada Lovelace born?", "Who won?", "Who was her father?\nWho won?"]
+    assert all(t["truncated"] is True and len(t["sentences"]) == 3 for t in turns)
+    assert len(engine.calls[2][0]) == 3  # /reset forgot the first turn: user, assistant, user
+
+
+# ---- the sample evaluation set ---------------------------------------------------------------
+
+
+def _load_script() -> Any:
+    spec = importlib.util.spec_from_file_location("make_sample_eval", REPO / "scripts" / "make_sample_eval.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sample_questions_fit_the_demo_corpus() -> None:
+    records = load_sample_questions()
+    assert records == [json.loads(x) for x in SAMPLE_FILE.read_text(encoding="utf-8").splitlines() if x.strip()]
+    texts = demo_texts_from_file()
+    assert len(records) >= 20 and len({r["id"] for r in records}) == len(records)
+    assert {g for r in records for g in r["gold_passage_ids"]} == set(texts)  # every demo article has questions
+    for r in records:
+        assert {"id", "question", "answers", "answer_start", "gold_passage_ids", "source"} <= set(r)
+        (gold,) = r["gold_passage_ids"]
+        assert r["answers"] and texts[gold][r["answer_start"] :].startswith(r["answers"][0])
+
+
+def test_sample_questions_are_the_selection_rule(tmp_path: Path) -> None:
+    """The shipped file is exactly what the script makes from the dev data (no hand-picking)."""
+    data = REPO.parent / "shared" / "data" / "squad-dev200"
+    if not (data / "questions.jsonl").is_file():
+        pytest.skip("dev data (../shared/data/squad-dev200) not available")
+    script = _load_script()
+    out = tmp_path / "sample.jsonl"
+    assert script.main(["--questions", str(data / "questions.jsonl"), "--corpus", str(data / "corpus.jsonl"),
+                        "--out", str(out)]) == 0  # fmt: skip
+    assert out.read_text(encoding="utf-8") == SAMPLE_FILE.read_text(encoding="utf-8")
+    # the rule itself, independently: every question whose gold paragraph is verbatim in a demo article
+    paragraphs = {r["id"]: r["text"] for r in map(json.loads, (data / "corpus.jsonl").open(encoding="utf-8"))}
+    demo = demo_texts_from_file().values()
+    expected = [
+        q["id"]
+        for q in map(json.loads, (data / "questions.jsonl").open(encoding="utf-8"))
+        if all(any(paragraphs[g] in d for d in demo) for g in q["gold_passage_ids"])
+    ]
+    assert [r["id"] for r in load_sample_questions()] == expected
+
+
+def test_sample_script_remaps_ids_and_offsets() -> None:
+    script = _load_script()
+    demo = [{"id": "Doc", "text": "First para.\n\nThe cat sat on the mat."}]
+    corpus = [{"id": "squad:Doc:1", "text": "The cat sat on the mat."}, {"id": "squad:Other:0", "text": "Elsewhere."}]
+    questions = [
+        {"id": "a", "question": "Where did the cat sit?", "answers": ["on the mat"], "answer_start": 12,
+         "gold_passage_ids": ["squad:Doc:1"], "source": "x"},
+        {"id": "b", "question": "Where?", "answers": ["Elsewhere"], "answer_start": 0,
+         "gold_passage_ids": ["squad:Other:0"], "source": "x"},
+    ]  # fmt: skip
+    (rec,) = script.select(questions, corpus, demo)
+    assert rec == {**questions[0], "gold_passage_ids": ["Doc"], "answer_start": 25}
+    with pytest.raises(ValueError, match="answer_start"):
+        script.select([{**questions[0], "answer_start": 3}], corpus, demo)
+
+
+# ---- real model runs: support, abstention, chat retrieval, eval --sample ----------------------
+
+
+@needs_model
+def test_ask_off_topic_abstains_unless_off(capsys: pytest.CaptureFixture[str]) -> None:
+    question = "What is the capital of Mongolia?"  # nothing in the demo corpus is about it
+    assert main(["ask", question, "--max-new-tokens", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == NestConfig().abstain_message
+    assert lines[1].startswith("[abstained: no retrieved passage is close enough to the question (relevance ")
+    assert "Sources" not in lines
+    assert main(["ask", question, "--max-new-tokens", "16", "--abstain", "off", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["abstained"] is False and payload["config"]["abstain"] == "off"
+    assert payload["text"] != NestConfig().abstain_message and payload["finish_reason"] != "abstained"
+    assert payload["sentences"] and payload["truncated"] == (payload["finish_reason"] == "length")
+
+
+def _biographies(folder: Path) -> dict[str, Path]:
+    """Three short hand-written biographies; only Lovelace's names her father (Lord Byron)."""
+    folder.mkdir()
+    texts = {
+        "lovelace": "Ada Lovelace was an English mathematician and writer, chiefly known for her work on Charles "
+        "Babbage's proposed mechanical general-purpose computer, the Analytical Engine.\n\n"
+        "Ada Lovelace was born in London on 10 December 1815. Ada's father was the poet Lord Byron. Lord Byron "
+        "left England a few months after her birth and died in Greece in 1824.\n\n"
+        "Her notes on the Analytical Engine include what is often described as the first published computer program.\n",
+        "babbage": "Charles Babbage was an English polymath, mathematician and mechanical engineer who originated "
+        "the concept of a digital programmable computer.\n\n"
+        "Charles Babbage was born in London on 26 December 1791. His father, Benjamin Babbage, was a banker and a "
+        "partner of the Praeds. He designed the Difference Engine and later the Analytical Engine.\n",
+        "tesla": "Nikola Tesla was a Serbian-American inventor and electrical engineer, best known for his "
+        "contributions to the design of the modern alternating current electricity supply system.\n\n"
+        "Nikola Tesla was born on 10 July 1856 in the village of Smiljan, in the Austrian Empire. His father, "
+        "Milutin Tesla, was an Eastern Orthodox priest. He emigrated to the United States in 1884.\n",
+    }
+    paths = {}
+    for name, text in texts.items():
+        paths[name] = folder / f"{name}.txt"
+        paths[name].write_text(text, encoding="utf-8")
+    return paths
+
+
+@needs_model
+def test_chat_follow_up_retrieves_from_the_conversation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'Who was her father?' after 'Where was Ada Lovelace born?' is answered from the Lovelace file.
+
+    Alone, the follow-up is too far from every passage (relevance < 0.45 with these files: the engine
+    abstains), so this fails if chat sends only the last line or retrieves with it alone.
+    """
+    bios = _biographies(tmp_path / "bios")
+    lovelace = str(bios["lovelace"])
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Where was Ada Lovelace born?\nWho was her father?\n"))
+    assert main(["chat", "--docs", str(tmp_path / "bios"), "--json", "--max-new-tokens", "32"]) == 0
+    first, follow_up = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    assert first["passages"][0]["doc_id"] == lovelace
+    assert follow_up["message"] == "Who was her father?"
+    assert "Ada Lovelace" in follow_up["retrieval_query"]
+    assert follow_up["abstained"] is False, follow_up["text"]
+    assert follow_up["passages"][0]["doc_id"] == lovelace
+    cited = {s["doc_id"] for s in follow_up["spans"]} | {
+        c.split("#")[0] for s in follow_up["sentences"] if s["support"] != "unsupported" for c in s["chunk_ids"]
+    }
+    assert cited == {lovelace}, follow_up
+
+
+@needs_model
+def test_eval_sample_runs_out_of_the_box(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "X.json"
+    argv = ["eval", "--sample", "--limit", "2", "--systems", "nest,passage-dump", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert "| nest |" in capsys.readouterr().out
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["task"] == "qa" and set(report["systems"]) == {"nest", "passage-dump"}
+    assert report["data"]["items"] == 2 and report["data"]["documents"] == 5
+    sample = load_sample_questions()[:2]
+    assert sorted({r["id"] for r in report["records"]}) == sorted(q["id"] for q in sample)
+    assert len(report["records"]) == 4
+    # the gold ids name demo documents, so retrieval recall is measured (it would be 0 with SQuAD ids)
+    assert report["retrieval"]["recall@5"] == 1.0
+    demo_ids = set(demo_texts_from_file())
+    assert all(set(r["passage_doc_ids"]) <= demo_ids for r in report["records"])

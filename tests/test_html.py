@@ -9,12 +9,16 @@ from pathlib import Path
 
 from nest_integrations.attribution import CopiedSpan
 from nest_integrations.engine import GenerationStats, NestResult
-from nest_integrations.html import render_html
+from nest_integrations.html import render_fragment, render_html
+from nest_integrations.support import SentenceSupport
 from tests.test_cli import DEMO_FILE, needs_model, run_cli
+from tests.test_render_support import COPIED, DOC, GROUNDED, UNSUPPORTED, abstained_result, labelled_result
 
 
 class _Marks(HTMLParser):
-    """Collects <mark class="span"> (answer) and <mark class="cited"> (sources) texts and attributes."""
+    """Collects <mark class="span"> (answer) and <mark class="cited"> (sources) texts and attributes,
+    the answer's sentence wrappers (<span class="sentence …">), the <sup class="label …"> after them,
+    and every element's classes and text (for badges and notices)."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -23,6 +27,10 @@ class _Marks(HTMLParser):
         self.cited: list[str] = []
         self.ids: set[str] = set()
         self.hrefs: list[str] = []
+        self.sentences: list[tuple[dict, str]] = []
+        self.labels: list[tuple[str, str]] = []
+        self.by_class: dict[str, list[str]] = {}
+        self._open: list[tuple[str, dict, list[str]]] = []  # every open element, for the text of classes
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -32,9 +40,12 @@ class _Marks(HTMLParser):
             self.hrefs.append(a["href"])
         if tag == "mark":
             self.stack.append((a.get("class", ""), a, []))
+        self._open.append((tag, a, []))
 
     def handle_data(self, data):
         for frame in self.stack:
+            frame[2].append(data)
+        for frame in self._open:
             frame[2].append(data)
 
     def handle_endtag(self, tag):
@@ -44,6 +55,18 @@ class _Marks(HTMLParser):
                 self.spans.append((attrs, "".join(text)))
             elif cls == "cited":
                 self.cited.append("".join(text))
+        while self._open:
+            t, attrs, text = self._open.pop()
+            joined = "".join(text)
+            for c in (attrs.get("class") or "").split():
+                self.by_class.setdefault(c, []).append(joined)
+            classes = (attrs.get("class") or "").split()
+            if t == "span" and "sentence" in classes:
+                self.sentences.append((attrs, joined))
+            if t == "sup" and "label" in classes:
+                self.labels.append(([c for c in classes if c != "label"][0], joined))
+            if t == tag:
+                break
 
 
 def _result(text: str, spans: list[CopiedSpan]) -> NestResult:
@@ -64,6 +87,61 @@ def test_structure_and_escaping() -> None:
     assert [t for _, t in p.spans] == [span_text] and p.cited == [span_text]
     assert {"span-1", "src-1"} <= p.ids and "#src-1" in p.hrefs and "#span-1" in p.hrefs
     assert "Who won &lt;then&gt;?" in page and "line 1, chars 7–39" in page
+
+
+def test_support_marks_truncated_badge_and_spans() -> None:
+    """Each sentence carries its label; unsupported ones a visible label; truncation a badge."""
+    result = labelled_result("length")
+    page = render_html(result, {"sb50": DOC}, question="Who won?")
+    p = _Marks()
+    p.feed(page)
+    got = [(a["data-support"], a.get("data-chunk-id"), t.strip()) for a, t in p.sentences]
+    assert got == [  # the copied sentence holds its span and the span's [1] marker
+        ("copied", "sb50#0", COPIED + "[1]."), ("grounded", "sb50#0", GROUNDED), ("unsupported", None, UNSUPPORTED),
+    ]  # fmt: skip
+    classes = [a["class"].split() for a, _ in p.sentences]
+    assert classes == [["sentence", "copied"], ["sentence", "grounded"], ["sentence", "unsupported"]]
+    unsupported = p.sentences[2][0]
+    assert "unsupported" in unsupported["title"]
+    assert p.labels == [("grounded", "grounded: sb50#0"), ("unsupported", "unsupported")]
+    assert ".sentence.unsupported{text-decoration:underline wavy" in page  # the mark is styled, not only tagged
+    assert p.by_class["truncated"] == ["truncated"] and "badge" in p.by_class
+    assert "abstained" not in p.by_class
+    # the span highlighting is kept, inside its sentence
+    assert [t for _, t in p.spans] == [COPIED] and p.cited == [COPIED]
+    # the Support list names the chunk a grounded sentence relies on
+    support = p.by_class["support"][0]
+    assert f"grounded in sb50#0: “{GROUNDED}”" in support and f"unsupported: “{UNSUPPORTED}”" in support
+    # an answer that ended by itself has no badge; the notebook fragment carries its own styles
+    done = labelled_result("eos")
+    fragment = render_fragment(done)
+    assert "badge truncated" not in fragment and fragment.startswith("<style>") and "underline wavy" in fragment
+    assert done._repr_html_() == fragment and "<style>" not in render_fragment(done, style=False)
+
+
+def test_sentence_marks_never_split_a_span() -> None:
+    """A span that crosses a sentence boundary stays one <mark>; the sentence wrappers move around it."""
+    text = "Alpha beta. Gamma delta epsilon."
+    span_text = "beta. Gamma"
+    rs = text.index(span_text)
+    span = CopiedSpan(span_text, "d", "d#0", None, 0, len(span_text), rs, rs + len(span_text), 4)
+    result = _result(text, [span])
+    result.sentences = [SentenceSupport(0, 11, "copied", ["d#0"]), SentenceSupport(12, len(text), "unsupported", [])]
+    p = _Marks()
+    p.feed(render_html(result, {"d": span_text}))
+    assert [t for _, t in p.spans] == [span_text]
+    got = [(a["data-support"], t) for a, t in p.sentences]
+    assert got == [("copied", "Alpha beta. Gamma[1]"), ("unsupported", " delta epsilon.")]
+
+
+def test_abstained_notice() -> None:
+    result = abstained_result(0.31)
+    p = _Marks()
+    p.feed(render_html(result, threshold=0.45))
+    notice = p.by_class["abstained"]
+    assert len(notice) == 1 and "Abstained" in notice[0] and "relevance 0.31 < 0.45" in notice[0]
+    assert p.sentences == [] and p.labels == [] and "truncated" not in p.by_class
+    assert "support" not in p.by_class  # the abstention message is not labelled as a claim
 
 
 @needs_model

@@ -8,7 +8,8 @@ def test_all_is_pinned():
         "Chunk", "ConfigError", "CopiedSpan", "Datastore", "DatastoreError", "Document", "DuplicateIdError",
         "EmptyCorpusError", "EmptyQuestionError", "EvalDataError", "GenerationStats", "LoadedModel", "ModelNotFoundError", "NestConfig", "NestDelta",
         "NestEngine", "NestError", "NestResult", "OffsetError", "PromptTooLongError", "RetrievedPassage",
-        "__version__", "chunks_from_documents", "default_model_dir", "download_default_model", "load_model",
+        "SentenceSupport", "__version__", "chunks_from_documents", "default_model_dir", "download_default_model",
+        "label_sentences", "load_model", "split_sentences",
     ])
     for name in nest_integrations.__all__:
         assert hasattr(nest_integrations, name)

@@ -27,9 +27,13 @@ class Neighbours:
     count: int
 
 
-def search(store: RequestStore, queries: torch.Tensor, r: int) -> Neighbours:
-    """Exact squared-L2 search of ``queries`` (P, D) float32 among the store's unmasked entries."""
-    n_valid = int((~store.mask).sum()) if len(store) else 0
+def search(store: RequestStore, queries: torch.Tensor, r: int, allowed: torch.Tensor | None = None) -> Neighbours:
+    """Exact squared-L2 search of ``queries`` (P, D) float32 among the store's unmasked entries.
+
+    ``allowed`` (M,) bool restricts the search to some entries (e.g. one chunk's, NEST.md §10).
+    """
+    invalid = store.mask if allowed is None else (store.mask | ~allowed)
+    n_valid = int((~invalid).sum()) if len(store) else 0
     k = min(r, n_valid)
     p = queries.shape[0]
     if k == 0:
@@ -41,14 +45,18 @@ def search(store: RequestStore, queries: torch.Tensor, r: int) -> Neighbours:
     q = queries.float()
     d2 = (q * q).sum(-1, keepdim=True) + store.sq_norms[None, :] - 2.0 * (q @ store.keys.T)
     d2 = d2.clamp_min_(0.0)
-    if bool(store.mask.any()):
-        d2[:, store.mask] = float("inf")
+    if bool(invalid.any()):
+        d2[:, invalid] = float("inf")
     dists, idx = torch.topk(d2, k, dim=-1, largest=False, sorted=True)
     return Neighbours(entries=idx, sq_dists=dists, count=k)
 
 
-def knn_distribution(store: RequestStore, nb: Neighbours, vocab_size: int, dim: int) -> torch.Tensor:
-    """p_kNN (P, V): p(w) = Σ_{i: value_i = w} softmax_i(−d²_i / √D) over each row's neighbours.
+def knn_distribution(
+    store: RequestStore, nb: Neighbours, vocab_size: int, dim: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """p_kNN (P, V): p(w) = Σ_{i: value_i = w} softmax_i(−d²_i / (T·√D)) over each row's neighbours.
+
+    ``temperature`` T = 1 is the paper's; a larger T flattens the distribution over the neighbours.
 
     Rows with no neighbours are all zeros (λ = 1 makes them irrelevant).
     """
@@ -56,7 +64,7 @@ def knn_distribution(store: RequestStore, nb: Neighbours, vocab_size: int, dim: 
     out = torch.zeros((p, vocab_size), dtype=torch.float32)
     if nb.count == 0:
         return out
-    weights = torch.softmax(-nb.sq_dists / math.sqrt(dim), dim=-1)
+    weights = torch.softmax(-nb.sq_dists / (temperature * math.sqrt(dim)), dim=-1)
     vals = store.values[nb.entries]
     out.scatter_add_(1, vals, weights)
     return out

@@ -90,9 +90,10 @@ class NestDecoder:
         if store is None or len(store) == 0 or lm_only or cfg.method in ("base", "ra"):
             return p_lm, torch.ones(logits.shape[0]), None, p_lm
         t0 = time.perf_counter()
-        nb = search(store, hidden, cfg.neighbors)
+        allowed = self.rules.sentence_lock() if self.rules is not None and cfg.lock_mixture else None
+        nb = search(store, hidden, cfg.neighbors, allowed)
         self.stats.knn_searches += 1
-        p_knn = knn_distribution(store, nb, self._vocab, hidden.shape[-1])
+        p_knn = knn_distribution(store, nb, self._vocab, hidden.shape[-1], cfg.knn_temperature)
         if nb.count == 0:
             lam = torch.ones(logits.shape[0])
         elif cfg.method == "knnlm":
@@ -139,9 +140,10 @@ class NestDecoder:
         continuing run, so a draft costs no extra pass (NEST.md §3.5–3.6).
 
         Span rules (:class:`~nest_integrations.decoding.span_rules.SpanRules`): a copy starts only on
-        word boundaries and, within a sentence, from the sentence's first source; a run ends only on a
-        word boundary — a decision token that starts a copy inside a word is held back (not yielded)
-        until its run is known to complete the word, and yielded as generated text otherwise.
+        word boundaries and, within a sentence, from the sentence's first source (whose entries alone
+        then feed the kNN mixture); a run ends only on a word boundary. Copied tokens are held back
+        until their run has ``min_citation_words`` words and ends on a boundary; a run that ends
+        shorter is yielded as generated text (no attribution), so every yielded copy is a citation.
         ``chunk_docs``: document id of each request chunk (for ``sentence_source="document"``).
         """
         from transformers import DynamicCache
@@ -161,6 +163,11 @@ class NestDecoder:
                 vocab_size=self._vocab_out,
             )
         self.rules = rules
+        self._store = store
+        self._out: list[Committed] = []
+        self._run: list[int] = []  # chunk, first position, last position of the open copied run
+        self._run_confirmed = False
+        self._buf: list[tuple[Committed, int]] = []
         stats = self.stats
         cache = DynamicCache(config=self.lm.model.config)
         self.cache = cache  # exposed for inspection (tests check it against a fresh forward)
@@ -171,39 +178,27 @@ class NestDecoder:
         cur_logits, cur_h = logits[-1], hidden[-1]
         n_cached = len(prompt_ids)
         pending: list[Committed] = []
-        held = False  # pending[0] is a copy that starts inside a word and was not yielded yet
         cont: tuple[int, int] | None = None
         run_len = 0
         lm_only = False
         generated = 0
-
-        def emit(commits: list[Committed]) -> list[Committed]:
-            if rules is not None:
-                for c in commits:
-                    rules.observe(c.token, c.source)
-            return commits
-
         try:
             while generated < max_new_tokens:
                 remaining = max_new_tokens - generated
                 if not pending and cont is None:
-                    # decision step at the current position (NEST.md §3.4)
+                    # decision step at the current position (NEST.md §3.4); any copied run has ended
+                    self._end_run()
                     commit, cont, lm_only = self._decide(store, cur_logits, cur_h, lm_only, use_spans)
                     run_len = 1 if commit.source is not None else 0
                     if commit.source is not None:
                         self._mask([commit], store)
                     pending = [commit]
                     generated += 1
-                    mid_word = rules is not None and commit.source is not None and not rules.ends_word(*commit.source)
-                    if mid_word and (cont is None or generated >= max_new_tokens):
-                        # a one-token run would end inside a word: generated text, not a copy
-                        self._unmask(first_source=commit.source, store=store)
-                        commit, cont, run_len = Committed(commit.token, None), None, 0
-                        pending = [commit]
-                        mid_word = False
-                    held = mid_word
-                    if not held:
-                        yield emit([commit])
+                    self._push(commit)
+                    if cont is None:
+                        self._end_run()
+                    if self._out:
+                        yield self._take()
                     continue
                 # one forward: the pending token + the continuation draft of the current copied run
                 draft_pos: list[int] = []
@@ -238,47 +233,86 @@ class NestDecoder:
                 if kept < n_p + len(draft):
                     crop_cache(cache, n_cached + kept)
                 n_cached += kept
-                out: list[Committed] = []
-                if held:
-                    first = pending[0]
-                    if k == 0:  # its run ends inside the word: the token is generated text, not a copy
-                        first = Committed(first.token, None)
-                        self._unmask(first_source=pending[0].source, store=store)
-                    out.append(first)
-                    pending = [first]
-                    held = False
                 commits = [Committed(draft[i], (chunk, draft_pos[i])) for i in range(k)]
                 self._mask(commits, store)
+                for c in commits:
+                    self._push(c)
                 run_len += k
-                last_src = commits[-1].source if commits else (pending[-1].source if pending else None)
                 pending = []
                 if k < len(draft):
+                    self._end_run()  # the run ends at the rejection
                     if k == 0 and n_p == 0:
                         # a continuation rejected at its first token: nothing to commit, decide afresh
-                        if out:
-                            yield emit(out)
+                        if self._out:
+                            yield self._take()
                         continue
                     # first rejection: append argmax p_M at that position, without attribution
                     assert p_m is not None and pred_logits is not None
-                    forbid = rules.glue_mask(last_src) if rules is not None else None
+                    forbid = rules.glue_mask() if rules is not None else None
                     corr = Committed(self._choose(p_m[k], pred_logits[k], forbid), None)
                     commits.append(corr)
+                    self._push(corr)
                     pending = [corr]
                     run_len = 0
                 else:
                     cur_logits, cur_h = logits[-1], hidden[-1]
                     if draft:
                         cont, lm_only = self._after_copy(store, chunk, draft_pos[-1], run_len)
-                if commits:
-                    generated += len(commits)
-                out.extend(commits)
-                if out:
-                    yield emit(out)
-            if held and pending:
-                # the budget ended right after a held copy: its word is not complete, so it is not a copy
-                yield emit([Committed(pending[0].token, None)])
+                        if cont is None:
+                            self._end_run()
+                generated += len(commits)
+                if self._out:
+                    yield self._take()
+            self._end_run()
+            if self._out:
+                yield self._take()
         finally:
             stats.decode_s = time.perf_counter() - t_dec
+
+    # ---- copied runs: confirmed (citations) or turned into generated text -------------------------
+    def _take(self) -> list[Committed]:
+        out, self._out = self._out, []
+        return out
+
+    def _push(self, c: Committed) -> None:
+        """Route one committed token: generated tokens pass; copied tokens wait in a buffer until their
+        run has ``min_citation_words`` whole words and ends on a word boundary (then they pass as copies),
+        or until the run ends short (then they pass as generated text, their store entries unmasked)."""
+        rules = self.rules
+        if rules is None:
+            self._out.append(c)
+            return
+        idx = rules.observe(c.token, c.source)
+        if c.source is None:
+            self._end_run()
+            self._out.append(c)
+            return
+        chunk, pos = c.source
+        if not (self._run and self._run[0] == chunk and self._run[2] + 1 == pos):
+            self._end_run()
+            self._run = [chunk, pos, pos]
+            self._run_confirmed = False
+        self._run[2] = pos
+        if self._run_confirmed:
+            self._out.append(c)
+            return
+        self._buf.append((c, idx))
+        if rules.ends_word(chunk, pos) and rules.run_words(chunk, self._run[1], pos) >= self.cfg.min_citation_words:
+            self._out.extend(b for b, _ in self._buf)
+            self._buf = []
+            self._run_confirmed = True
+
+    def _end_run(self) -> None:
+        """The open run ends here: an unconfirmed run becomes generated text."""
+        if self._buf:
+            assert self.rules is not None
+            for c, idx in self._buf:
+                self.rules.revoke(idx)
+                self._unmask(first_source=c.source, store=self._store)
+                self._out.append(Committed(c.token, None))
+            self._buf = []
+        self._run = []
+        self._run_confirmed = False
 
     def _decide(self, store, cur_logits, cur_h, lm_only, use_spans):
         """Token or span at the current position: returns (commit, continuation, lm_only)."""

@@ -86,9 +86,9 @@ class SpanRules:
         self._glue_end: dict[int, np.ndarray] = {}
         self.ids: list[int] = []
         self._text: str | None = ""
-        # (response character where the copied token's text starts, request chunk) of every copied token
-        self.copies: list[tuple[int, int]] = []
-        self.last_source: tuple[int, int] | None = None
+        # per committed token: its source (None = generated) and where its text starts in the response
+        self.sources: list[tuple[int, int] | None] = []
+        self.starts: list[int] = []
 
     # ---- per-chunk boundary tables ---------------------------------------------------------------
     def _tables(self, chunk: int) -> None:
@@ -109,7 +109,7 @@ class SpanRules:
                 e -= 1
             split_char = p + 1 < n and int(offs[p + 1][0]) < b  # next token shares a character (bytes)
             ends[p] = not split_char and not is_word_char(text, e)
-            glue_end[p] = e > 0 and is_word_char(text, e - 1)
+            glue_end[p] = b > a and is_word_char(text, b - 1)  # the token itself ends in a letter / digit
         self._starts[chunk], self._ends[chunk], self._glue_end[chunk] = starts, ends, glue_end
 
     def starts_word(self, chunk: int, pos: int) -> bool:
@@ -138,18 +138,57 @@ class SpanRules:
     def _with(self, token: int) -> str:
         return self.tok.decode(self.ids + [token], skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def observe(self, token: int, source: tuple[int, int] | None) -> None:
-        """Record one committed token (in order)."""
+    def observe(self, token: int, source: tuple[int, int] | None) -> int:
+        """Record one committed token (in order); returns its index."""
         before = len(self.text)
         self.ids.append(token)
         self._text = None
-        if source is not None:
-            text = self.text
-            s = before
-            while s < len(text) and text[s].isspace():
-                s += 1
-            self.copies.append((s, source[0]))
-        self.last_source = source
+        text = self.text
+        s = before
+        while s < len(text) and text[s].isspace():
+            s += 1
+        self.sources.append(source)
+        self.starts.append(s)
+        return len(self.ids) - 1
+
+    def revoke(self, index: int) -> None:
+        """Token ``index`` turned out not to be a copy (its run was too short or cut a word)."""
+        self.sources[index] = None
+
+    @property
+    def last_source(self) -> tuple[int, int] | None:
+        return self.sources[-1] if self.sources else None
+
+    def _sentence_first_chunk(self, text: str, pos: int) -> int | None:
+        """The chunk of the first copied token of the sentence that holds character ``pos`` of ``text``."""
+        sent_start = 0
+        for st, _ in split_sentences(text):
+            if st <= pos:
+                sent_start = st
+        for src, st in zip(self.sources, self.starts, strict=True):
+            if src is not None and st >= sent_start:
+                return src[0]
+        return None
+
+    def sentence_lock(self) -> torch.Tensor | None:
+        """(M,) bool entries the mixture may use in the current sentence, or None (no restriction).
+
+        Once a sentence has copied from a chunk, its kNN distribution comes from that chunk (or its
+        document) only, so its generated tokens are not driven by other sources either.
+        """
+        if self.sentence_source == "any":
+            return None
+        text = self.text.rstrip()
+        if not text or text[-1] in ".!?\n" or text[-1] in "\"')]»”’" and len(text) > 1 and text[-2] in ".!?":
+            return None  # the next token may start a new sentence
+        first = self._sentence_first_chunk(text, len(text) - 1)
+        if first is None:
+            return None
+        if self.sentence_source == "document":
+            doc = self.chunk_docs[first]
+            ok = torch.tensor([d == doc for d in self.chunk_docs], dtype=torch.bool)
+            return ok[self.store.entry_chunk]
+        return self.store.entry_chunk == first
 
     # ---- the rules -------------------------------------------------------------------------------
     def can_start(self, chunk: int, pos: int, token: int) -> bool:
@@ -165,13 +204,9 @@ class SpanRules:
             s += 1
         if self.word_boundaries and s < len(combined) and is_word_char(combined, s - 1):
             return False
-        if self.sentence_source == "any" or not self.copies:
+        if self.sentence_source == "any":
             return True
-        sent_start = 0
-        for st, _ in split_sentences(combined):
-            if st <= s:
-                sent_start = st
-        first = next((c for r, c in self.copies if r >= sent_start), None)
+        first = self._sentence_first_chunk(combined, s)
         if first is None:
             return True
         if self.sentence_source == "document":
@@ -203,12 +238,17 @@ class SpanRules:
             k -= 1
         return k
 
-    def glue_mask(self, last: tuple[int, int] | None = None) -> torch.Tensor | None:
-        """Tokens that may not follow the copied token ``last`` (default: the last committed token).
+    def run_words(self, chunk: int, first: int, last: int) -> int:
+        """Whole words in chunk tokens ``first..last`` (inclusive)."""
+        from nest_integrations.sentences import count_words
 
-        None when ``last`` was not copied or does not end in a word character.
-        """
-        src = last if last is not None else self.last_source
+        offs = self.store.chunks[chunk][1].offsets
+        return count_words(self.store.texts[chunk][int(offs[first][0]) : int(offs[last][1])])
+
+    def glue_mask(self) -> torch.Tensor | None:
+        """Tokens that may not follow the last committed token: when it was copied and ends in a letter
+        or digit, every token that starts with one (it would glue letters onto a copied word)."""
+        src = self.last_source
         if not self.word_boundaries or src is None:
             return None
         chunk, pos = src

@@ -19,7 +19,16 @@ from typing import Any, Literal
 from nest_integrations.chunks import Document
 from nest_integrations.errors import EvalDataError
 
-__all__ = ["EvalDataError", "EvalItem", "Mode", "read_jsonl", "read_corpus", "read_items", "detect_mode"]
+__all__ = [
+    "EvalDataError",
+    "EvalItem",
+    "Mode",
+    "read_jsonl",
+    "read_corpus",
+    "read_items",
+    "detect_mode",
+    "unanswerable_variant",
+]
 
 Mode = Literal["qa", "completion", "bio"]
 
@@ -158,3 +167,37 @@ def read_items(
                 raise EvalDataError(f"{where}: empty knowledge text")
             items.append(EvalItem(id=str(rec["id"]), prompt=str(rec["prompt"]), knowledge=str(rec["knowledge"])))
     return mode, items
+
+
+def unanswerable_variant(items: list[EvalItem], corpus: list[Document], min_answer_chars: int = 4) -> list[EvalItem]:
+    """The unanswerable variant of a QA set (``nest eval --unanswerable``).
+
+    Each question keeps its text and answers, but the passage stage may not return its gold passages
+    nor any other passage whose normalised text contains one of its normalised gold answers of at least
+    ``min_answer_chars`` characters (whole words) — so the corpus cannot answer it, and the right output
+    is an abstention. Item ids get the suffix ``#unanswerable``.
+    """
+    from nest_integrations.eval.metrics import normalize_answer
+
+    norm_docs = [(d.doc_id, f" {normalize_answer(d.text)} ") for d in corpus]
+    out: list[EvalItem] = []
+    for it in items:
+        answers = [normalize_answer(a) for a in it.answers]
+        answers = [a for a in answers if len(a) >= min_answer_chars]
+        removed = set(it.gold_doc_ids)
+        for doc_id, text in norm_docs:
+            if any(f" {a} " in text for a in answers):
+                removed.add(doc_id)
+        out.append(
+            EvalItem(
+                id=f"{it.id}#unanswerable",
+                prompt=it.prompt,
+                answers=list(it.answers),
+                gold_doc_ids=list(it.gold_doc_ids),
+                reference=it.reference,
+                knowledge=it.knowledge,
+                exclude_doc_ids=sorted(removed | set(it.exclude_doc_ids)),
+            )
+        )
+    return out
+

@@ -18,11 +18,14 @@ in one process, so speed ratios against ``base`` are measured under the same con
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -36,6 +39,7 @@ from nest_integrations.eval import SYSTEMS
 from nest_integrations.eval import metrics as M
 from nest_integrations.eval.data import EvalItem, Mode
 from nest_integrations.models import LoadedModel
+from nest_integrations.sentences import count_words, on_word_boundary, split_sentences
 
 __all__ = [
     "SYSTEMS",
@@ -67,6 +71,10 @@ class SystemOutput:
     finish_reason: str
     passage_doc_ids: list[str] = field(default_factory=list)
     total_s: float = 0.0
+    sentences: list[dict[str, Any]] | None = None
+    runs: list[CopiedSpan] = field(default_factory=list)
+    abstained: bool = False
+    relevance: float | None = None
 
 
 class EvalSystem(Protocol):
@@ -102,6 +110,10 @@ class EngineSystem:
             forward_passes=res.stats.forward_passes,
             finish_reason=res.finish_reason,
             passage_doc_ids=[p.doc_id for p in res.passages],
+            sentences=[x.to_dict() for x in res.sentences],
+            runs=res.runs,
+            abstained=res.abstained,
+            relevance=res.relevance,
         )
 
 
@@ -200,14 +212,10 @@ class GenerateSystem:
         )
 
 
-_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
-
-
 def _first_sentence_range(text: str) -> tuple[int, int]:
-    start = len(text) - len(text.lstrip())
-    m = _SENTENCE_END.search(text, start)
-    end = len(text) if m is None else (m.end() if m.group() != "\n" else m.start())
-    return start, end
+    """The first sentence of ``text`` by the shared splitter (:func:`nest_integrations.sentences.split_sentences`)."""
+    sents = split_sentences(text)
+    return sents[0] if sents else (len(text), len(text))
 
 
 def _first_words_range(text: str, n: int) -> tuple[int, int]:
@@ -297,8 +305,9 @@ def parse_sweep(text: str) -> tuple[str, list[Any]]:
 def _record_metrics(mode: Mode, item: EvalItem, out: SystemOutput, documents: dict[str, str]) -> dict[str, Any]:
     m: dict[str, Any] = {}
     if mode == "qa":
-        m["answer_recall"] = M.answer_recall(out.text, item.answers)
-        m["answer_recall_strict"] = M.answer_recall_strict(out.text, item.answers)
+        # an abstention scores 0 (NEST.md §10), whatever its message says
+        m["answer_recall"] = 0.0 if out.abstained else M.answer_recall(out.text, item.answers)
+        m["answer_recall_strict"] = 0.0 if out.abstained else M.answer_recall_strict(out.text, item.answers)
         m["exact_match"] = M.exact_match(out.text, item.answers)
         m["f1"] = M.token_f1(out.text, item.answers)
         m["rouge1"] = max((M.rouge1_f(out.text, a) for a in item.answers), default=0.0)
@@ -311,7 +320,42 @@ def _record_metrics(mode: Mode, item: EvalItem, out: SystemOutput, documents: di
         m["supported_share"] = M.supported_share(out.text, item.knowledge or "", 4, ranges)
     report = M.attribution_report(out.spans, documents)
     m["spans_exact"] = report.exact
+    m.update(faithfulness_metrics(out, documents))
     return m
+
+
+def faithfulness_metrics(out: SystemOutput, documents: dict[str, str]) -> dict[str, Any]:
+    """NEST.md §10 counts for one output, over EVERY copied run (one token or more, before the citation
+    filter): spliced sentences, word-boundary violations in the source document and in the response,
+    support labels, citation lengths in words, abstention and length-limited endings."""
+    text = out.text
+    sents = split_sentences(text)
+    runs = out.runs or out.spans
+    spliced = 0
+    for st, en in sents:
+        chunks = {r.chunk_id for r in runs if r.response_start < en and r.response_end > st}
+        spliced += len(chunks) > 1
+    violations = 0
+    for r in runs:
+        doc = documents.get(r.doc_id)
+        bad_doc = doc is not None and not on_word_boundary(doc, r.doc_start, r.doc_end)
+        bad_resp = not on_word_boundary(text, r.response_start, r.response_end)
+        violations += bad_doc or bad_resp
+    labels = {"copied": 0, "grounded": 0, "unsupported": 0}
+    for x in out.sentences or []:
+        labels[x["support"]] += 1
+    return {
+        "n_sentences": len(sents) if not out.abstained else 0,
+        "spliced_sentences": spliced if not out.abstained else 0,
+        "n_runs": len(runs),
+        "boundary_violations": violations,
+        "labels": labels if out.sentences is not None and not out.abstained else None,
+        "citation_words": [count_words(sp.text) for sp in out.spans],
+        "first_support": (out.sentences[0]["support"] if out.sentences and not out.abstained else None),
+        "abstained": bool(out.abstained),
+        "length_limited": out.finish_reason == "length",
+        "relevance": out.relevance,
+    }
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -356,6 +400,7 @@ def summarize(mode: Mode, records: list[dict[str, Any]], system_names: Sequence[
             time_to_first_token_s=_mean([r["first_token_s"] for r in rs]),
             forwards_per_token=sum(r["forward_passes"] for r in rs) / n_tokens if n_tokens else None,
         )
+        s.update(_faithfulness_summary(rs))
         out[name] = s
     base = out.get("base")
     for s in out.values():
@@ -366,6 +411,32 @@ def summarize(mode: Mode, records: list[dict[str, Any]], system_names: Sequence[
             s["speedup_vs_base"] = None
             s["sec_per_question_vs_base"] = None
     return out
+
+
+def _faithfulness_summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Aggregate :func:`faithfulness_metrics` over one system's records."""
+    ms = [r["metrics"] for r in rs if "n_runs" in r["metrics"]]
+    if not ms:
+        return {}
+    n_sent = sum(m["n_sentences"] for m in ms)
+    labelled = [m["labels"] for m in ms if m["labels"] is not None]
+    n_lab = sum(sum(lab.values()) for lab in labelled)
+    words = [w for m in ms for w in m["citation_words"]]
+    answered = [m for m in ms if not m["abstained"]]
+    return {
+        "spliced_sentence_rate": sum(m["spliced_sentences"] for m in ms) / n_sent if n_sent else 0.0,
+        "copied_runs": sum(m["n_runs"] for m in ms),
+        "word_boundary_violations": sum(m["boundary_violations"] for m in ms),
+        "support_shares": (
+            {k: sum(lab[k] for lab in labelled) / n_lab for k in ("copied", "grounded", "unsupported")}
+            if n_lab
+            else None
+        ),
+        "mean_citation_words": sum(words) / len(words) if words else None,
+        "min_citation_words_seen": min(words) if words else None,
+        "abstention_rate": sum(m["abstained"] for m in ms) / len(ms),
+        "length_limited_share": sum(m["length_limited"] for m in answered) / len(answered) if answered else 0.0,
+    }
 
 
 def _retrieval_recall(engine: NestEngine, items: Sequence[EvalItem], ks: Sequence[int]) -> dict[str, float] | None:
@@ -381,6 +452,53 @@ def _retrieval_recall(engine: NestEngine, items: Sequence[EvalItem], ks: Sequenc
         f"recall@{k}": sum(1 for it, h in zip(gold_items, hits, strict=True) if set(h[:k]) & set(it.gold_doc_ids)) / len(gold_items)
         for k in ks
     }
+
+
+def _cached_engine(lm: LoadedModel, corpus: Sequence[Document], cfg: NestConfig, chunk_size: int, cache_dir: Path) -> NestEngine:
+    """An engine over a datastore of ``corpus`` saved under ``cache_dir`` (built and saved on first use)."""
+    from nest_integrations.datastore import Datastore
+
+    h = hashlib.sha256()
+    for d in corpus:
+        h.update(d.doc_id.encode() + b"\0" + d.text.encode() + b"\1")
+    h.update(f"{chunk_size}|{lm.model_id}|{lm.dtype}|{cfg.key_layer}".encode())
+    path = cache_dir / f"store-{h.hexdigest()[:16]}"
+    if (path / "manifest.json").exists():
+        store = Datastore.load(path, lm)
+    else:
+        store = Datastore.from_documents(corpus, lm, chunk_size=chunk_size, key_layer=cfg.key_layer)
+        store.save(path)
+    return store.engine(cfg)
+
+
+def _open_records(path: Path, cfg: NestConfig, max_new_tokens: int | None):
+    """Records already in ``path`` and the file opened for appending; the first line holds the config."""
+    header = {"config": cfg.model_dump(mode="json"), "max_new_tokens": max_new_tokens}
+    records: list[dict[str, Any]] = []
+    if path.exists() and path.stat().st_size:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        first = json.loads(lines[0])
+        if first != header:
+            raise ConfigError(
+                f"{path} holds records of another configuration; use a new --records file (or delete it)"
+            )
+        for line in lines[1:]:
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a record cut by a crash: it is run again
+        sink = path.open("w", encoding="utf-8")
+        sink.write(json.dumps(header) + "\n")
+        for r in records:
+            sink.write(json.dumps(r, ensure_ascii=False) + "\n")
+        sink.flush()
+        return records, sink
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sink = path.open("w", encoding="utf-8")
+    sink.write(json.dumps(header) + "\n")
+    sink.flush()
+    return records, sink
 
 
 def _versions() -> dict[str, str]:
@@ -422,6 +540,8 @@ def run_eval(
     precompute_keys: bool = True,
     progress: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    cache_dir: str | Path | None = None,
+    records_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run ``systems`` on ``items`` and return the report (a JSON-ready dict).
 
@@ -434,6 +554,10 @@ def run_eval(
             ``base`` and ``passage-dump`` runs once per value, named ``system[key=value]``.
         max_new_tokens: per item; default 64 (QA), 128 (bio), the reference's token count (completion).
         precompute_keys: build all token keys before timing (indexing time is reported separately).
+        cache_dir: keep the corpus's datastore (keys, passage embeddings) here, keyed by corpus, chunk
+            size, model and key layer, and reuse it on the next run (no re-encoding).
+        records_path: a JSON Lines file of per-item records; records already in it (same config) are
+            not run again, new ones are appended as they finish — an interrupted run resumes.
     """
     from tqdm.auto import tqdm
 
@@ -467,7 +591,10 @@ def run_eval(
     documents: dict[str, str] = {}
     if mode != "bio":
         assert corpus is not None
-        shared = NestEngine.from_documents(corpus, lm, cfg, chunk_size=chunk_size, precompute_keys=precompute_keys)
+        if cache_dir is not None:
+            shared = _cached_engine(lm, corpus, cfg, chunk_size, Path(cache_dir))
+        else:
+            shared = NestEngine.from_documents(corpus, lm, cfg, chunk_size=chunk_size, precompute_keys=precompute_keys)
         shared.retrieve(items[0].prompt, 1)  # builds the passage index
         documents = {d.doc_id: d.text for d in corpus}
     index_s = time.perf_counter() - t0
@@ -486,10 +613,21 @@ def run_eval(
         r.run(eng0, items[0], raw, min(8, budget(items[0])))
 
     records: list[dict[str, Any]] = []
+    done: set[tuple[str, str]] = set()
+    sink = None
+    if records_path is not None:
+        records, sink = _open_records(Path(records_path), cfg, max_new_tokens)
+        wanted = {(it.id, r.name) for it in items for r in runners}
+        records = [r for r in records if (r["id"], r["system"]) in wanted]
+        done = {(r["id"], r["system"]) for r in records}
     bar = tqdm(total=len(items) * len(runners), desc="nest eval", unit="run", disable=not progress)
+    bar.update(len(done))
     for n, item in enumerate(items):
-        eng, docs = engine_for(item)
         order = runners[n % len(runners) :] + runners[: n % len(runners)]
+        order = [r for r in order if (item.id, r.name) not in done]
+        if not order:
+            continue
+        eng, docs = engine_for(item)
         for r in order:
             t = time.perf_counter()
             out = r.run(eng, item, raw, budget(item))
@@ -508,10 +646,15 @@ def run_eval(
                 "metrics": _record_metrics(mode, item, out, docs),
             }
             records.append(rec)
+            if sink is not None:
+                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                sink.flush()
             if on_record:
                 on_record(rec)
             bar.update(1)
     bar.close()
+    if sink is not None:
+        sink.close()
     records.sort(key=lambda r: names.index(r["system"]))  # stable: item order kept
     report: dict[str, Any] = {
         "task": mode,

@@ -51,10 +51,6 @@ __all__ = [
 
 _ASCII_PUNCT = frozenset(string.punctuation)
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
-# A sentence ends at '.', '!' or '?' immediately followed by whitespace (the terminator is kept).
-_SENTENCE_END_RE = re.compile(r"[.!?](?=\s)")
-# Line breaks as recognised by str.splitlines().
-_LINE_BREAK_RE = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 _NON_SPACE_RE = re.compile(r"\S+")
 
 
@@ -77,32 +73,23 @@ def normalize_answer(s: str) -> str:
 
 
 def first_sentence(text: str, max_words: int = 32) -> str:
-    """Return the first sentence of ``text``.
+    """Return the first sentence of ``text``, at most ``max_words`` words.
 
-    Rules, applied to ``text`` with leading whitespace stripped:
-
-    * the sentence ends right after the first ``.``, ``!`` or ``?`` that is *immediately followed by
-      whitespace* (the terminator is kept). So ``"3.5 million"`` does not end a sentence, while
-      ``"Mr. Smith"`` does (cut after ``"Mr."``) -- a deliberate, documented simplification. A
-      terminator at the very end of the text simply belongs to the (whole-text) sentence;
-    * or it ends just before the first line break (``\\n``, ``\\r`` and the other
-      :meth:`str.splitlines` boundaries), whichever comes first;
-    * and it never holds more than the first ``max_words`` whitespace-separated words (the cut is made
-      right after the ``max_words``-th word; original spacing inside the kept part is preserved).
-
-    Trailing whitespace is stripped from the result. ``max_words`` must be at least 1.
+    The sentence is the first one of :func:`nest_integrations.sentences.split_sentences` — the splitter
+    the decoder's span rules and the support labels use (a terminator followed by whitespace ends a
+    sentence, except after abbreviations and initials; a line break ends one too; ``"3.5"`` does not).
+    It never holds more than the first ``max_words`` whitespace-separated words (the cut is made right
+    after the ``max_words``-th word; original spacing inside the kept part is preserved). ``max_words``
+    must be at least 1.
     """
+    from nest_integrations.sentences import split_sentences
+
     if max_words < 1:
         raise ValueError(f"max_words must be >= 1, got {max_words}")
-    s = text.lstrip()
-    end = len(s)
-    m = _SENTENCE_END_RE.search(s)
-    if m is not None:
-        end = m.end()
-    m = _LINE_BREAK_RE.search(s)
-    if m is not None and m.start() < end:
-        end = m.start()
-    s = s[:end]
+    sents = split_sentences(text)
+    if not sents:
+        return ""
+    s = text[sents[0][0] : sents[0][1]]
     for i, word in enumerate(_NON_SPACE_RE.finditer(s), start=1):
         if i == max_words:
             s = s[: word.end()]

@@ -4,6 +4,10 @@ Every copied span becomes a citation dict in ``AIMessage.response_metadata["cita
 ``output_version="v1"``, a LangChain ``citation`` annotation on the text block): the cited text, its
 source (file path), document and chunk id, its character range in the source document and in the
 response. Citations are exact by construction: ``document[start:end] == cited_text``.
+
+``response_metadata`` also says what the answer is worth: ``sentences`` (a support label per
+sentence), ``abstained``, ``truncated``, ``finish_reason``, ``relevance``, and which passages the
+(conversation-aware) retrieval query found (``retrieval_query``, ``passages``).
 """
 
 from __future__ import annotations
@@ -29,13 +33,24 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
+from nest_integrations._adapter_support import answer_labels, conversation_retrieval_query
 from nest_integrations._async import iterate_in_thread
 from nest_integrations.attribution import CopiedSpan
 from nest_integrations.config import NestConfig
 from nest_integrations.engine import NestResult
-from nest_integrations.errors import ConfigError, EmptyQuestionError, NestError
+from nest_integrations.errors import ConfigError, NestError
 
-__all__ = ["ChatNest", "UnsupportedMessageError", "citation_dict", "citations_to_documents", "to_nest_messages"]
+__all__ = [
+    "ChatNest",
+    "RetrievalQueryMode",
+    "UnsupportedMessageError",
+    "citation_dict",
+    "citations_to_documents",
+    "to_nest_messages",
+]
+
+RetrievalQueryMode = Literal["condensed", "last_user", "all_user", "last_user_message", "all_user_messages"]
+"""How ChatNest picks the retrieval query of a conversation (see :class:`ChatNest`)."""
 
 
 class UnsupportedMessageError(NestError, ValueError):
@@ -136,9 +151,29 @@ class ChatNest(BaseChatModel):
     (a saved :class:`~nest_integrations.datastore.Datastore`) or :meth:`from_retriever` (a LangChain
     retriever / vector store as the passage stage), or pass an ``engine``.
 
-    Retrieval runs per call on the text chosen by ``retrieval_query``: the last user message (default),
-    or all user messages joined. In a RAG chain whose prompt already holds retrieved context, the
+    Retrieval runs per call on the text chosen by ``retrieval_query``:
+
+    - ``"condensed"`` (what ``None``, the default, gives unless ``nest_config.conversation_query`` says
+      otherwise): the last user message alone when it names its own subject; a follow-up that refers
+      back ("Who was her father?": a referring word such as *her*, *it*, *they*, or no capitalised
+      word after its first) is followed by the previous user turns, most recent first, so a two-turn
+      conversation about Ada Lovelace retrieves the Lovelace document for the follow-up
+      (:func:`~nest_integrations.prompts.condensed_query`; no model call);
+    - ``"last_user"`` (alias ``"last_user_message"``): the last user message only;
+    - ``"all_user"`` (alias ``"all_user_messages"``): every user message, in order.
+
+    The query used is in ``response_metadata["retrieval_query"]``, the retrieved chunks in
+    ``response_metadata["passages"]``. In a RAG chain whose prompt already holds retrieved context, the
     datastore is still your documents, and the last user message (context + question) is the query.
+    In ``create_history_aware_retriever`` ChatNest writes the search text from the conversation like
+    any chat model; NEST copies it from the passages the condensed query finds.
+
+    Besides ``citations``, every answer's ``response_metadata`` (and the last streamed chunk's) holds
+    ``sentences`` (one support label per sentence: ``copied`` / ``grounded`` / ``unsupported``, with
+    its character range and chunk ids), ``abstained`` (NEST answered ``abstain_message`` because no
+    retrieved passage is close enough to the question; there are then no citations), ``truncated``
+    (cut by ``max_tokens``), ``finish_reason`` (``eos``, ``stop``, ``sentence``, ``length`` or
+    ``abstained``) and ``relevance``.
 
     Decoding is greedy (NEST's mixture); ``temperature`` must be ``None`` or ``0``. ``max_tokens`` and
     ``stop`` map to the engine's ``max_new_tokens`` and ``stop``; ``nest_config`` holds the other
@@ -151,7 +186,11 @@ class ChatNest(BaseChatModel):
     model: str = Field(default="", alias="model_name", description="model id (from the engine when empty)")
     nest_config: NestConfig | None = Field(default=None, description="NEST hyperparameters (default: the engine's)")
     method: Literal["nest", "ra-nest", "knnlm", "ra", "base"] | None = None
-    retrieval_query: Literal["last_user_message", "all_user_messages"] = "last_user_message"
+    retrieval_query: RetrievalQueryMode | None = Field(
+        default=None,
+        description="condensed | last_user | all_user (aliases last_user_message, all_user_messages); "
+        "None = the config's conversation_query (default condensed)",
+    )
     temperature: float | None = None
     max_tokens: int | None = None
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
@@ -296,17 +335,16 @@ class ChatNest(BaseChatModel):
                 opts[k] = kwargs[k]
         return opts
 
-    def _query(self, msgs: list[dict[str, str]]) -> str:
-        users = [m["content"] for m in msgs if m["role"] == "user"]
-        text = users[-1] if self.retrieval_query == "last_user_message" else "\n".join(users)
-        if not text.strip():
-            raise EmptyQuestionError("the user message to answer is empty")
-        return text
+    def _query(self, msgs: list[dict[str, str]], opts: dict[str, Any]) -> str:
+        """The retrieval query of ``msgs`` (see the class docs); ``opts`` are this call's config overrides."""
+        default = opts.get("conversation_query") or self._config().conversation_query
+        return conversation_retrieval_query(msgs, self.retrieval_query, default)
 
-    def _metadata(self, result: NestResult) -> dict[str, Any]:
+    def _metadata(self, result: NestResult, query: str) -> dict[str, Any]:
         return {
             "model_name": self.model,
-            "finish_reason": result.finish_reason,
+            **answer_labels(result),
+            "retrieval_query": query,
             "nest_stats": result.stats.to_dict(),
             "passages": [p.__dict__ for p in result.passages],
         }
@@ -329,15 +367,16 @@ class ChatNest(BaseChatModel):
     ) -> ChatResult:
         msgs = to_nest_messages(messages)
         opts = self._call_options(stop, kwargs)
+        query = self._query(msgs, opts)
         with self._lock:
-            result = self.engine.generate(msgs, retrieval_query=self._query(msgs), **opts)
-        citations = [citation_dict(s) for s in result.spans]
+            result = self.engine.generate(msgs, retrieval_query=query, **opts)
+        citations = [] if result.abstained else [citation_dict(s) for s in result.spans]
         content: Any = result.text
         if self._v1():
             content = [{"type": "text", "text": result.text, "annotations": [_annotation(c) for c in citations]}]
         msg = AIMessage(
             content=content,
-            response_metadata={"citations": citations, **self._metadata(result)},
+            response_metadata={"citations": citations, **self._metadata(result, query)},
             usage_metadata=self._usage(result),
         )
         return ChatResult(generations=[ChatGeneration(message=msg)])
@@ -351,20 +390,23 @@ class ChatNest(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         msgs = to_nest_messages(messages)
         opts = self._call_options(stop, kwargs)
+        query = self._query(msgs, opts)
         with self._lock:
-            for delta in self.engine.stream(msgs, retrieval_query=self._query(msgs), **opts):
-                chunk = self._chunk(delta)
+            for delta in self.engine.stream(msgs, retrieval_query=query, **opts):
+                chunk = self._chunk(delta, query)
                 if chunk is not None:
                     if run_manager and delta.text:
                         run_manager.on_llm_new_token(delta.text, chunk=chunk)
                     yield chunk
 
-    def _chunk(self, delta: Any) -> ChatGenerationChunk | None:
+    def _chunk(self, delta: Any, query: str) -> ChatGenerationChunk | None:
         citations = [citation_dict(s) for s in delta.spans]
+        if delta.result is not None and delta.result.abstained:
+            citations = []
         meta: dict[str, Any] = {"citations": citations} if citations else {}
         usage = None
         if delta.result is not None:
-            meta.update(self._metadata(delta.result))
+            meta.update(self._metadata(delta.result, query))
             meta.setdefault("citations", [])
             usage = self._usage(delta.result)
         if not delta.text and not meta and usage is None:
@@ -397,6 +439,7 @@ class ChatNest(BaseChatModel):
             if run_manager and item.message.text:
                 await run_manager.on_llm_new_token(item.message.text, chunk=item)
             yield item
+
 
 def _check_stop(stop: Sequence[str] | None) -> None:
     if stop is None:

@@ -12,7 +12,9 @@ from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from nest_integrations._adapter_support import answer_labels
 from nest_integrations.config import NestConfig
+from nest_integrations.engine import NestResult
 from nest_integrations.errors import ConfigError, EmptyQuestionError
 from nest_integrations.langchain.chat_models import _check_stop, citation_dict
 
@@ -25,7 +27,11 @@ class NestLLM(LLM):
     The prompt is fed raw (``raw=True``: no chat template) unless ``chat_template=True``, and it is
     also the retrieval query (or ``retrieval_query`` when set). Each generation's ``generation_info``
     holds ``citations`` (see :func:`~nest_integrations.langchain.chat_models.citation_dict`),
-    ``finish_reason`` and ``nest_stats``. Streaming fires ``on_llm_new_token`` per text delta.
+    ``sentences`` (one support label per sentence: copied / grounded / unsupported), ``abstained``,
+    ``truncated``, ``finish_reason``, ``relevance`` and ``nest_stats``; streamed chunks carry the
+    citations as they complete and the last one the rest, so the merged stream equals ``generate``.
+    Raw completion prompts are continued, not answered: the stop policy and abstention apply with
+    ``chat_template=True`` only. Streaming fires ``on_llm_new_token`` per text delta.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -95,11 +101,7 @@ class NestLLM(LLM):
                         run_manager.on_llm_new_token(delta.text)
                     result = delta.result or result
             assert result is not None
-            info = {
-                "citations": [citation_dict(s) for s in result.spans],
-                "finish_reason": result.finish_reason,
-                "nest_stats": result.stats.to_dict(),
-            }
+            info = {"citations": [] if result.abstained else [citation_dict(s) for s in result.spans], **_info(result)}
             gens.append([Generation(text=result.text, generation_info=info)])
         return LLMResult(generations=gens, llm_output={"model_name": self.model})
 
@@ -121,9 +123,11 @@ class NestLLM(LLM):
     ) -> Iterator[GenerationChunk]:
         with self._lock:
             for delta in self._run(prompt, stop, kwargs):
-                info: dict[str, Any] = {"citations": [citation_dict(s) for s in delta.spans]} if delta.spans else {}
+                spans = [] if delta.result is not None and delta.result.abstained else delta.spans
+                info: dict[str, Any] = {"citations": [citation_dict(s) for s in spans]} if spans else {}
                 if delta.result is not None:
-                    info["finish_reason"] = delta.result.finish_reason
+                    info.update(_info(delta.result))
+                    info.setdefault("citations", [])
                 if not delta.text and not info:
                     continue
                 chunk = GenerationChunk(text=delta.text, generation_info=info or None)
@@ -139,3 +143,8 @@ class NestLLM(LLM):
         **kwargs: Any,
     ) -> LLMResult:
         return await asyncio.to_thread(self._generate, prompts, stop, None, **kwargs)
+
+
+def _info(result: NestResult) -> dict[str, Any]:
+    """``generation_info`` of a finished answer, citations aside."""
+    return {**answer_labels(result), "nest_stats": result.stats.to_dict()}

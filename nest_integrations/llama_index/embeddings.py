@@ -43,9 +43,14 @@ class MiniLMEmbedding(BaseEmbedding):
     async def _aget_query_embedding(self, query: str) -> list[float]:
         import asyncio
 
-        return await asyncio.to_thread(_encode, [query])
+        return (await asyncio.to_thread(_encode, [query]))[0]
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
         import asyncio
 
         return (await asyncio.to_thread(_encode, [text]))[0]
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        import asyncio
+
+        return await asyncio.to_thread(_encode, list(texts))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -22,13 +23,14 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import Field, PrivateAttr
 
+from nest_integrations._adapter_support import answer_labels, conversation_retrieval_query
 from nest_integrations._async import iterate_in_thread
 from nest_integrations.chunks import Chunk
 from nest_integrations.config import NestConfig
 from nest_integrations.errors import ConfigError, EmptyQuestionError
 from nest_integrations.retrieval.base import ScoredChunk, clamp_k
 
-__all__ = ["NestLLM", "PromptChunksRetriever", "citation_dict"]
+__all__ = ["NestLLM", "PromptChunksRetriever", "citation_dict", "parse_condense_prompt"]
 
 
 def citation_dict(span: Any) -> dict[str, Any]:
@@ -76,9 +78,31 @@ class PromptChunksRetriever:
 class NestLLM(CustomLLM):
     """NEST for LlamaIndex: ``complete`` / ``stream_complete`` / ``chat`` / async, over a NEST engine.
 
-    Copied spans are in ``CompletionResponse.additional_kwargs["citations"]`` (and ``ChatResponse``'s).
+    Copied spans are in ``CompletionResponse.additional_kwargs["citations"]`` (and ``ChatResponse``'s),
+    next to ``sentences`` (one support label per sentence: copied / grounded / unsupported, with its
+    character range and chunk ids), ``abstained`` (the answer is ``abstain_message``: no retrieved
+    passage is close enough to the question; no citations then), ``truncated``, ``finish_reason``,
+    ``relevance``, ``passages`` (the retrieved chunks: ``chunk_id``, ``doc_id``, ``score``), ``nest_stats``
+    and, for chat calls, ``retrieval_query``. In a stream the last response has them all.
     Completion prompts are fed as chat (the model's chat template, one user message) unless
-    ``raw_completion=True``. The retrieval query is the prompt itself.
+    ``raw_completion=True``; their retrieval query is the prompt itself.
+
+    ``chat`` / ``stream_chat`` / ``achat`` / ``astream_chat`` hand the whole conversation to the engine
+    and retrieve with a conversation-aware query, chosen by ``conversation_query``: ``condensed``
+    (what ``None``, the default, gives unless ``nest_config.conversation_query`` says otherwise) is the
+    last user message alone when it names its subject, and a follow-up that refers back ("Who was her
+    father?": a referring word, or no capitalised word after its first) followed by the previous user
+    turns (:func:`~nest_integrations.prompts.condensed_query`, no model call); ``last_user`` and
+    ``all_user`` take the last or every user message.
+
+    Chat engines (``index.as_chat_engine()``, i.e. ``CondensePlusContextChatEngine``, and
+    ``CondenseQuestionChatEngine``) first ask the LLM, with a completion prompt, to rewrite a follow-up
+    as a standalone question. With ``condense_questions=True`` (default) NestLLM recognises those
+    prompts (LlamaIndex's default condense templates and any in ``condense_templates``) and answers
+    with the same condensed query it retrieves with, built from the prompt's chat history and follow-up
+    without decoding (``additional_kwargs["condensed_question"]`` is then True): a small NEST decoder
+    asked to rewrite a question copies an answer instead, or abstains, and the chat engine would
+    retrieve with that. Set it False to have such prompts decoded like any other.
 
     Build it with ``NestLLM(engine=...)``, or :meth:`from_index` to make an index's nodes the datastore
     (then, per call, the token store holds the nodes the synthesizer put into the prompt).
@@ -88,6 +112,19 @@ class NestLLM(CustomLLM):
     max_new_tokens: int | None = Field(default=None, description="tokens per answer (default: the engine config)")
     raw_completion: bool = False
     nest_config: NestConfig | None = None
+    conversation_query: Literal["condensed", "last_user", "all_user"] | None = Field(
+        default=None,
+        description="retrieval query of chat calls: condensed | last_user | all_user "
+        "(None = the config's conversation_query, default condensed)",
+    )
+    condense_questions: bool = Field(
+        default=True,
+        description="answer chat engines' condense-question prompts with the condensed query (no decoding)",
+    )
+    condense_templates: list[str] = Field(
+        default_factory=list,
+        description="more condense-question templates (with {chat_history} and {question}) to recognise",
+    )
 
     _engine: Any = PrivateAttr()
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -157,7 +194,30 @@ class NestLLM(CustomLLM):
             raise EmptyQuestionError("the prompt is empty")
         return self._engine.stream(prompt, raw=raw, retrieval_query=query, **self._opts(kwargs))
 
+    def _condensed(self, prompt: str) -> CompletionResponse | None:
+        """The answer to a chat engine's condense-question prompt, or None for any other prompt."""
+        if not self.condense_questions:
+            return None
+        messages = parse_condense_prompt(prompt, self.condense_templates)
+        if messages is None:
+            return None
+        cfg = self.nest_config or self._engine.config
+        query = conversation_retrieval_query(messages, self.conversation_query, cfg.conversation_query)
+        extra = {
+            "condensed_question": True,
+            "retrieval_query": query,
+            "citations": [],
+            "sentences": [],
+            "abstained": False,
+            "truncated": False,
+            "finish_reason": "condensed",
+        }
+        return CompletionResponse(text=query, delta=query, additional_kwargs=extra)
+
     def _complete_sync(self, prompt: str, kwargs: dict[str, Any]) -> CompletionResponse:
+        condensed = self._condensed(prompt)
+        if condensed is not None:
+            return condensed
         with self._lock:
             result = None
             for d in self._stream(prompt, prompt, self.raw_completion, kwargs):
@@ -166,11 +226,15 @@ class NestLLM(CustomLLM):
         return CompletionResponse(text=result.text, additional_kwargs=_extra(result))
 
     def _stream_sync(self, prompt: str, kwargs: dict[str, Any]) -> CompletionResponseGen:
+        condensed = self._condensed(prompt)
+        if condensed is not None:
+            yield condensed
+            return
         text = ""
         with self._lock:
             for d in self._stream(prompt, prompt, self.raw_completion, kwargs):
                 text += d.text
-                extra = {"citations": [citation_dict(s) for s in d.spans]}
+                extra: dict[str, Any] = {"citations": [citation_dict(s) for s in d.spans]}
                 if d.result is not None:
                     extra = _extra(d.result)
                 if d.text or d.result is not None or d.spans:
@@ -197,6 +261,7 @@ class NestLLM(CustomLLM):
 
     # ---- chat (the model's chat template) ---------------------------------------------------------
     def _messages(self, messages: Sequence[ChatMessage]) -> tuple[list[dict[str, str]], str]:
+        """Role/content dicts of ``messages`` and their retrieval query (see the class docs)."""
         out = []
         for m in messages:
             role = {MessageRole.SYSTEM: "system", MessageRole.USER: "user", MessageRole.ASSISTANT: "assistant"}.get(
@@ -205,10 +270,10 @@ class NestLLM(CustomLLM):
             if role is None:
                 raise ConfigError(f"NestLLM cannot take {m.role.value!r} messages (no tool calling)")
             out.append({"role": role, "content": m.content or ""})
-        users = [m["content"] for m in out if m["role"] == "user"]
-        if not users:
+        if not any(m["role"] == "user" for m in out):
             raise EmptyQuestionError("no user message to answer")
-        return out, users[-1]
+        cfg = self.nest_config or self._engine.config
+        return out, conversation_retrieval_query(out, self.conversation_query, cfg.conversation_query)
 
     def _chat_sync(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
         msgs, query = self._messages(messages)
@@ -218,7 +283,8 @@ class NestLLM(CustomLLM):
                 result = d.result or result
         assert result is not None
         return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text), additional_kwargs=_extra(result)
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
+            additional_kwargs=_extra(result, query),
         )
 
     def _stream_chat_sync(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponseGen:
@@ -227,7 +293,10 @@ class NestLLM(CustomLLM):
         with self._lock:
             for d in self._stream(msgs, query, False, kwargs):
                 text += d.text
-                extra = _extra(d.result) if d.result is not None else {"citations": [citation_dict(s) for s in d.spans]}
+                if d.result is not None:
+                    extra = _extra(d.result, query)
+                else:
+                    extra = {"citations": [citation_dict(s) for s in d.spans]}
                 yield ChatResponse(
                     message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=d.text, additional_kwargs=extra
                 )
@@ -249,12 +318,80 @@ class NestLLM(CustomLLM):
         return iterate_in_thread(lambda: self._stream_chat_sync(messages, kwargs))
 
 
-def _extra(result: Any) -> dict[str, Any]:
-    return {
-        "citations": [citation_dict(s) for s in result.spans],
-        "finish_reason": result.finish_reason,
-        "nest_stats": result.stats.to_dict(),
+def _default_condense_templates() -> list[str]:
+    """LlamaIndex's own condense-question templates (those of the installed version that exist)."""
+    out = []
+    try:
+        from llama_index.core.chat_engine import condense_plus_context
+
+        out.append(condense_plus_context.DEFAULT_CONDENSE_PROMPT_TEMPLATE)
+    except (ImportError, AttributeError):  # pragma: no cover - other llama-index versions
+        pass
+    try:
+        from llama_index.core.chat_engine import condense_question
+
+        out.append(condense_question.DEFAULT_TEMPLATE)
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    return out
+
+
+_ROLE_LINE = re.compile(r"^(user|assistant|system|developer|chatbot|model|function|tool): ?", re.MULTILINE)
+
+
+def _template_regex(template: str) -> re.Pattern[str] | None:
+    """A regex matching ``template`` formatted with any ``chat_history`` and ``question`` (None without both)."""
+    if "{chat_history}" not in template or "{question}" not in template:
+        return None
+    pattern = re.escape(template.strip())
+    pattern = pattern.replace(re.escape("{chat_history}"), "(?P<chat_history>.*)", 1)
+    pattern = pattern.replace(re.escape("{question}"), "(?P<question>.*?)", 1)
+    return re.compile(pattern + r"\s*$", re.DOTALL)
+
+
+def parse_condense_prompt(prompt: str, extra_templates: Sequence[str] = ()) -> list[dict[str, str]] | None:
+    """The conversation inside a chat engine's condense-question prompt, or None if ``prompt`` is not one.
+
+    The prompt must be one of LlamaIndex's default condense templates (``CondensePlusContextChatEngine``,
+    ``CondenseQuestionChatEngine``) or of ``extra_templates``, formatted with a chat history in
+    LlamaIndex's ``messages_to_history_str`` form ("role: content" lines) and the follow-up question.
+    Returns the history's messages followed by ``{"role": "user", "content": follow-up}``.
+    """
+    for template in [*extra_templates, *_default_condense_templates()]:
+        regex = _template_regex(template)
+        m = regex.search(prompt) if regex is not None else None
+        if m is None:
+            continue
+        question = m.group("question").strip()
+        if not question:
+            return None
+        history = m.group("chat_history")
+        messages: list[dict[str, str]] = []
+        marks = list(_ROLE_LINE.finditer(history))
+        for i, mark in enumerate(marks):
+            end = marks[i + 1].start() if i + 1 < len(marks) else len(history)
+            role = mark.group(1)
+            role = role if role in ("user", "system") else "assistant"
+            messages.append({"role": role, "content": history[mark.end() : end].strip()})
+        messages.append({"role": "user", "content": question})
+        return messages
+    return None
+
+
+def _extra(result: Any, query: str | None = None) -> dict[str, Any]:
+    """``additional_kwargs`` of a finished answer: all its citations, support labels and statistics.
+
+    ``query``: the retrieval query of a chat call (a completion's is its prompt, not repeated here).
+    """
+    extra: dict[str, Any] = {
+        "citations": [] if result.abstained else [citation_dict(s) for s in result.spans],
+        **answer_labels(result),
     }
+    if query is not None:
+        extra["retrieval_query"] = query
+    extra["passages"] = [p.__dict__ for p in result.passages]
+    extra["nest_stats"] = result.stats.to_dict()
+    return extra
 
 
 def datastore_from_index(index: Any, model: Any = None, documents: Sequence[Any] | None = None) -> Any:

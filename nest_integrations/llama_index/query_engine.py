@@ -4,6 +4,12 @@ Each source node is one copied span: node text = the span, ``start_char_idx`` / 
 place in the source document, SOURCE relationship = that document, metadata = the source chunk's
 metadata (file path, …) plus the span's place in the response. Unlike ``CitationQueryEngine``, the
 citations are not numbers the LLM was asked to write: they are verified by construction.
+
+``Response.metadata`` says what the answer is worth: ``sentences`` (one support label per sentence:
+copied / grounded / unsupported, with its character range and chunk ids), ``abstained`` (NEST answered
+``abstain_message`` because no retrieved passage is close enough to the question: no source nodes
+then), ``truncated`` (cut by ``max_new_tokens``), ``finish_reason``, ``relevance``, ``nest_stats`` and
+the retrieved ``passages``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
 from pydantic import Field
 
+from nest_integrations._adapter_support import answer_labels
 from nest_integrations.config import NestConfig
 from nest_integrations.errors import ConfigError, EmptyQuestionError
 
@@ -71,8 +78,9 @@ class NestQueryEngine(CustomQueryEngine):
 
     Build with :meth:`from_documents` (LlamaIndex documents, any node parser) or :meth:`from_index`
     (an existing ``VectorStoreIndex`` / retriever as the passage stage), or pass ``engine``.
-    ``streaming=True`` returns a ``StreamingResponse`` whose ``source_nodes`` are complete when the
-    stream ends.
+    ``streaming=True`` returns a ``StreamingResponse`` whose ``source_nodes`` and ``metadata`` are
+    complete when the stream ends. See the module docs for ``Response.metadata`` (support labels,
+    abstention, truncation).
     """
 
     engine: Any = Field(default=None, exclude=True)
@@ -181,9 +189,10 @@ class NestQueryEngine(CustomQueryEngine):
             result = d.result or result
         assert result is not None
         scores = {p.chunk_id: p.score for p in result.passages}
-        for span in result.spans:
+        spans = _citations(result)
+        for span in spans:
             self._event(span)
-        nodes = [self._node(s, scores) for s in result.spans]
+        nodes = [self._node(s, scores) for s in spans]
         return Response(result.text, source_nodes=nodes, metadata=_metadata(result))
 
     def _streaming(self, query_str: str) -> StreamingResponse:
@@ -199,7 +208,7 @@ class NestQueryEngine(CustomQueryEngine):
                     yield d.text
                 if d.result is not None:
                     scores = {p.chunk_id: p.score for p in d.result.passages}
-                    source_nodes.extend(self._node(s, scores) for s in d.result.spans)
+                    source_nodes.extend(self._node(s, scores) for s in _citations(d.result))
                     response.metadata.update(_metadata(d.result))
 
         response.response_gen = gen()
@@ -209,9 +218,15 @@ class NestQueryEngine(CustomQueryEngine):
         return await asyncio.to_thread(self.custom_query, query_str)
 
 
+def _citations(result: Any) -> list[Any]:
+    """The spans that become source nodes: none for an abstention."""
+    return [] if result.abstained else list(result.spans)
+
+
 def _metadata(result: Any) -> dict[str, Any]:
+    """``Response.metadata``: support labels, abstention, finish reason, statistics, retrieved passages."""
     return {
-        "finish_reason": result.finish_reason,
+        **answer_labels(result),
         "nest_stats": result.stats.to_dict(),
         "passages": [p.__dict__ for p in result.passages],
     }

@@ -213,8 +213,11 @@ def test_construction_errors() -> None:
 def test_make_retriever_kinds() -> None:
     assert isinstance(make_retriever(TOY, "bm25"), BM25Retriever)
     assert isinstance(make_retriever(TOY, "dense"), DenseRetriever)
-    hybrid = make_retriever(TOY)
-    assert isinstance(hybrid, HybridRetriever) and len(hybrid) == len(TOY)
+    assert isinstance(make_retriever(TOY), DenseRetriever)  # the default: best on the mean of both dev sets
+    hybrid = make_retriever(TOY, "hybrid")
+    assert isinstance(hybrid, HybridRetriever) and len(hybrid) == len(TOY) and hybrid.fusion == "paper"
+    rrf = make_retriever(TOY, "rrf")
+    assert isinstance(rrf, HybridRetriever) and rrf.fusion == "rrf"
     assert load_sentence_encoder() is load_sentence_encoder()  # cached
 
 
@@ -259,3 +262,20 @@ def test_recall_at_3_on_squad_dev() -> None:
         print(f"recall@3 {name:6s} = {recall[name]:.3f}  ({ms:.1f} ms/query)")
     assert recall["hybrid"] >= 0.9
     assert recall["dense"] >= 0.9 and recall["bm25"] >= 0.85
+
+
+def test_rrf_scores_rank_by_reciprocal_ranks() -> None:
+    from nest_integrations.retrieval.hybrid import RRF_K, rrf_scores
+
+    dense = {0: 0.9, 1: 0.5, 2: 0.1}
+    sparse = {2: 30.0, 1: 20.0}  # scales do not matter, only ranks
+    hits = rrf_scores(dense, sparse, 3, dense_weight=0.8)
+    expect = {
+        0: 0.8 / (RRF_K + 1),
+        1: 0.8 / (RRF_K + 2) + 0.2 / (RRF_K + 2),
+        2: 0.8 / (RRF_K + 3) + 0.2 / (RRF_K + 1),
+    }
+    assert [h.index for h in hits] == sorted(expect, key=lambda i: -expect[i])
+    assert all(abs(h.score - expect[h.index]) < 1e-12 for h in hits)
+    assert [h.index for h in rrf_scores(dense, sparse, 3, dense_weight=0.0)] == [2, 1, 0]
+
