@@ -449,14 +449,17 @@ def answer_labels(result: Any) -> dict[str, Any]:
     """What an answer says about itself, as plain JSON values (NEST.md §10).
 
     ``sentences``: one dict per sentence (``response_start``, ``response_end``, ``support`` in
-    copied / grounded / unsupported, ``chunk_ids``); ``abstained``; ``truncated`` (cut by the token
-    limit); ``finish_reason`` (eos, stop, sentence, length or abstained); ``relevance`` (the
-    question-passage similarity the abstention threshold applies to, or ``None``). Lists hold dicts
-    without an ``index`` key, so LangChain's chunk merging concatenates them.
+    copied / grounded / unsupported, ``chunk_ids``); ``abstained``; ``abstain_reason`` (``retrieval``:
+    no passage close enough to the question, ``support``: the first sentence was unsupported, or
+    ``None``); ``truncated`` (cut by the token limit); ``finish_reason`` (eos, stop, sentence, length
+    or abstained); ``relevance`` (the question-passage similarity the abstention threshold applies
+    to, or ``None``). Lists hold dicts without an ``index`` key, so LangChain's chunk merging
+    concatenates them.
     """
     return {
         "sentences": [s.to_dict() for s in result.sentences],
         "abstained": bool(result.abstained),
+        "abstain_reason": getattr(result, "abstain_reason", None),
         "truncated": bool(result.truncated),
         "finish_reason": result.finish_reason,
         "relevance": None if result.relevance is None else float(result.relevance),

@@ -180,7 +180,7 @@ def _add_corpus_options(p: argparse.ArgumentParser) -> None:
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding")
-    g.add_argument("--method", choices=METHODS, default=None, help="decoding method (default: nest)")
+    g.add_argument("--method", choices=METHODS, default=None, help="decoding method (default: ra-nest)")
     g.add_argument(
         "--max-new-tokens",
         type=_positive_int,
@@ -661,6 +661,24 @@ def _configure_eval(p: argparse.ArgumentParser) -> None:
         "knowledge text is the corpus"
     )
     g.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N items")
+    g.add_argument(
+        "--subset", type=_positive_int, default=None, metavar="N", help="evaluate a seeded random sample of N items"
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of --subset (default: %(default)s)")
+    g.add_argument(
+        "--unanswerable",
+        action="store_true",
+        help="the unanswerable variant of a QA set: each question's gold passages and every passage holding a "
+        "normalised gold answer of >= 4 characters are removed for it (abstention is the right answer)",
+    )
+    g.add_argument(
+        "--cache-dir", metavar="DIR", default=None,
+        help="keep the corpus's datastore (token keys, passage embeddings) here and reuse it on the next run",
+    )
+    g.add_argument(
+        "--records", metavar="FILE", default=None,
+        help="JSON Lines of per-item records: items already in it are not run again (resume), new ones are appended",
+    )
     g.add_argument("--chunk-size", type=_positive_int, default=800, help="characters per chunk (default: %(default)s)")
     s = p.add_argument_group("systems")
     s.add_argument(
@@ -723,14 +741,24 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise UsageError("give --questions FILE (and --corpus FILE), or --sample for the sample set over the demo corpus")
     if mode != "bio" and corpus is None:
         raise UsageError(f"--corpus is required for {'QA questions' if mode == 'qa' else 'completion prompts'}")
+    if args.subset:
+        import random
+
+        items = random.Random(args.seed).sample(items, min(args.subset, len(items)))
     if args.limit:
         items = items[: args.limit]
+    if args.unanswerable:
+        if mode != "qa" or corpus is None:
+            raise UsageError("--unanswerable needs QA questions with a corpus")
+        from nest_integrations.eval.data import unanswerable_variant
+
+        items = unanswerable_variant(items, corpus)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     lm = _load_lm(args)
-    _progress(f"{mode} task: {len(items)} items, systems {', '.join(systems)}")
+    _progress(f"{mode} task: {len(items)} items{' (unanswerable variant)' if args.unanswerable else ''}, systems {', '.join(systems)}")
     report = run_eval(
         lm,
         mode,
@@ -742,7 +770,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         chunk_size=args.chunk_size,
         progress=not args.quiet,
+        cache_dir=args.cache_dir,
+        records_path=args.records,
     )
+    report["variant"] = "unanswerable" if args.unanswerable else "answerable"
     report["command"] = "nest eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None
     if args.out:
         write_json(report, args.out)
@@ -761,6 +792,7 @@ _EVAL_EPILOG = """examples:
   nest eval --questions data/wikitext2-test/completion_prompts.jsonl --corpus data/wikitext2-test/articles.jsonl
   nest eval --questions data/bio-small/bios.jsonl --systems base,nest
   nest eval --questions q.jsonl --corpus c.jsonl --systems nest,ra-nest --sweep gamma=5e-4,5e-3,5e-2,0.5
+  nest eval --questions q.jsonl --corpus c.jsonl --unanswerable --systems nest --cache-dir .cache --records r.jsonl
 """
 
 _ASK_EPILOG = """examples:

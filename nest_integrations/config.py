@@ -27,7 +27,11 @@ class NestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
     # --- what runs -------------------------------------------------------------------------
-    method: Method = Field("nest", description="nest | ra-nest | knnlm | ra | base (the paper's systems).")
+    method: Method = Field(
+        "ra-nest",
+        description="nest | ra-nest | knnlm | ra | base (the paper's systems). Default ra-nest: the best NEST-family "
+        "system on the mean of both dev sets (docs/results/README.md).",
+    )
 
     # --- passage stage -----------------------------------------------------------------------
     passages: int = Field(5, ge=1, le=1000, description="[b] chunks retrieved per request.")
@@ -51,7 +55,13 @@ class NestConfig(BaseModel):
         description="Index into the model's hidden_states tuple used for keys and queries; -2 = input "
         "of the last decoder layer.",
     )
-    neighbors: int = Field(256, ge=1, le=100_000, description="[r] token neighbours (clamped to the store size).")
+    neighbors: int = Field(
+        32,
+        ge=1,
+        le=100_000,
+        description="[r] token neighbours (clamped to the store size). 32: with a few chunks per request a "
+        "larger r covers most of the store, λ stays tiny and the mixture degenerates (docs/results/README.md).",
+    )
     encode_on_the_fly: bool = Field(
         False, description="Encode retrieved chunks per request instead of using precomputed keys."
     )
@@ -94,6 +104,13 @@ class NestConfig(BaseModel):
         None, ge=1, description="Cap on tokens per copied run (None = no cap)."
     )
 
+    answer_draft: Literal["none", "best_sentence"] = Field(
+        "best_sentence",
+        description="First draft of an answer: none (the kNN anchor, paper) or best_sentence (the sentence of "
+        "the top ra_passages chunks closest to the question, MiniLM cosine: its first token starts the answer, "
+        "the LM verifies the rest like any draft).",
+    )
+
     # --- faithfulness (NEST.md §10) ---------------------------------------------------------------
     word_boundaries: bool = Field(
         True,
@@ -130,7 +147,7 @@ class NestConfig(BaseModel):
         "answer's first sentence is unsupported (its text is then held back until it is judged).",
     )
     abstain_threshold: float = Field(
-        0.45,
+        0.5,
         ge=-1.0,
         le=1.0,
         description="Least cosine similarity (MiniLM) between the question and the best sentence of the "

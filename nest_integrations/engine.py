@@ -325,9 +325,13 @@ class NestEngine:
         query = retrieval_query
         if query is None and cfg.method != "base":
             query = retrieval_query_of(to_messages(prompt, cfg.system_prompt), cfg.conversation_query)
-        if answers_questions and cfg.abstain != "off" and hits:
+        best = None
+        if answers_questions and hits and (cfg.abstain != "off" or cfg.answer_draft == "best_sentence"):
             assert query is not None
-            relevance = self.relevance(query, [i for i, _ in hits[: cfg.ra_passages]])
+            best = self.best_sentence(query, [i for i, _ in hits[: cfg.ra_passages]])
+            relevance = best[0]
+        if answers_questions and cfg.abstain != "off" and hits:
+            assert relevance is not None
             if relevance < cfg.abstain_threshold:
                 stats.total_s = stats.first_token_s = time.perf_counter() - t_start
                 yield self._abstention(cfg, stats, passages, relevance, "retrieval", query)
@@ -356,7 +360,18 @@ class NestEngine:
         gate = answers_questions and cfg.abstain == "retrieval+support"
         sentence_policy = answers_questions and (cfg.max_sentences is not None or cfg.stop_after_cited_sentence)
         offsets = [store.chunks[c][1].offsets for c in range(len(req_chunks))] if store is not None else []
-        gen = decoder.run(prompt_ids, store, cfg.max_new_tokens, chunk_docs=[c.doc_id for c in req_chunks])
+        first_draft = None
+        if store is not None and best is not None and best[1] >= 0 and cfg.answer_draft == "best_sentence":
+            idx_in_request = [i for i, _ in hits[: cfg.passages]]
+            if best[1] in idx_in_request:
+                c = idx_in_request.index(best[1])
+                offs = offsets[c]
+                starts = [p for p in range(len(offs)) if int(offs[p][1]) > best[2][0]]
+                if starts:
+                    first_draft = (c, starts[0])
+        gen = decoder.run(
+            prompt_ids, store, cfg.max_new_tokens, chunk_docs=[c.doc_id for c in req_chunks], first_draft=first_draft
+        )
         abstained = False
         try:
             for commits in gen:
@@ -472,29 +487,44 @@ class NestEngine:
         The abstention criterion: a question none of whose top passages holds a sentence this close is
         answered with ``abstain_message``. Sentence embeddings are cached per chunk.
         """
+        return self.best_sentence(query, chunk_indices)[0]
+
+    def best_sentence(self, query: str, chunk_indices: Sequence[int]) -> tuple[float, int, tuple[int, int]]:
+        """(cosine, chunk index, (start, end) in the chunk text) of the sentence closest to ``query``.
+
+        (-1.0, -1, (0, 0)) when the chunks hold no sentence.
+        """
         import numpy as np
 
         from nest_integrations.retrieval import load_sentence_encoder
 
         enc = load_sentence_encoder()
-        missing = [i for i in chunk_indices if i not in self._sentence_emb]
+        missing = [i for i in dict.fromkeys(chunk_indices) if i not in self._sentence_emb]
         if missing:
             texts: list[str] = []
-            owners: list[int] = []
+            owners: list[tuple[int, tuple[int, int]]] = []
             for i in missing:
                 t = self.chunks[i].text
-                for st, en in split_sentences(t) or [(0, len(t))]:
+                for st, en in split_sentences(t):
                     texts.append(t[st:en])
-                    owners.append(i)
-            emb = enc.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+                    owners.append((i, (st, en)))
+            emb = (
+                enc.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+                if texts
+                else np.zeros((0, 384), np.float32)
+            )
             for i in missing:
-                self._sentence_emb[i] = np.asarray([e for e, o in zip(emb, owners, strict=True) if o == i], dtype=np.float32)
+                rows = [n for n, (o, _) in enumerate(owners) if o == i]
+                self._sentence_emb[i] = (np.asarray(emb[rows], dtype=np.float32), [owners[n][1] for n in rows])
         q = enc.encode([query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
-        best = -1.0
+        best: tuple[float, int, tuple[int, int]] = (-1.0, -1, (0, 0))
         for i in chunk_indices:
-            e = self._sentence_emb[i]
+            e, ranges = self._sentence_emb[i]
             if len(e):
-                best = max(best, float((e @ q).max()))
+                sims = e @ q
+                j = int(sims.argmax())
+                if float(sims[j]) > best[0]:
+                    best = (float(sims[j]), i, ranges[j])
         return best
 
     def _abstention(self, cfg: NestConfig, stats: GenerationStats, passages, relevance, reason: str, query) -> NestDelta:

@@ -15,12 +15,11 @@ from nest_integrations.decoding.knn import knn_distribution, mixture, rrc_lambda
 from nest_integrations.decoding.proposer import SpanProposer
 from nest_integrations.decoding.span_rules import SpanRules
 from nest_integrations.models import LoadedModel
+from nest_integrations.sentences import split_sentences
 from nest_integrations.store.token_store import RequestStore
 
 __all__ = ["Committed", "DecodeStats", "NestDecoder"]
 
-_SENTENCE_END = ".!?"
-_CLOSERS = "\"')]»”’"
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,7 @@ class NestDecoder:
         self.rules: SpanRules | None = None
         self._vocab = int(lm.model.config.vocab_size)
         self._vocab_out = self._vocab
+        self._sentence_ends: dict[int, set[int]] = {}
 
     # ---- model calls ---------------------------------------------------------------------
     def _forward(self, ids: list[int], cache, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,8 +104,13 @@ class NestDecoder:
         return mixture(p_lm, p_knn, lam), lam, nb.entries, p_lm
 
     def _choose(self, p_m: torch.Tensor, logits: torch.Tensor, forbid: torch.Tensor | None = None) -> int:
-        """argmax p_M (argmax of the LM logits in lossless mode), skipping ``forbid`` (V,) bool tokens."""
-        scores = logits if self.cfg.acceptance == "lossless" else p_m
+        """argmax p_M (argmax of the LM logits in lossless mode), skipping ``forbid`` (V,) bool tokens.
+
+        Lossless mode ignores ``forbid``: its output must equal greedy decoding token for token.
+        """
+        if self.cfg.acceptance == "lossless":
+            return int(torch.argmax(logits))
+        scores = p_m
         if forbid is not None:
             n = min(scores.shape[-1], forbid.shape[0])
             scores = scores.clone()
@@ -113,14 +118,19 @@ class NestDecoder:
         return int(torch.argmax(scores))
 
     def _ends_sentence(self, store: RequestStore, chunk: int, pos: int) -> bool:
+        """Whether chunk token ``pos`` ends a sentence of its chunk, by the shared splitter
+        (:func:`nest_integrations.sentences.split_sentences`) — or holds a line break."""
+        ends = self._sentence_ends.get(chunk)
+        if ends is None:
+            ends = {e for _, e in split_sentences(store.texts[chunk])}
+            self._sentence_ends[chunk] = ends
         text = store.texts[chunk]
         start, end = (int(x) for x in store.chunks[chunk][1].offsets[pos])
         if "\n" in text[start:end]:
             return True
-        tail = text[start:end].rstrip(_CLOSERS)
-        if not tail or tail[-1] not in _SENTENCE_END:
-            return False
-        return end >= len(text) or text[end].isspace() or text[end] in _CLOSERS
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        return end in ends
 
     # ---- the loop ------------------------------------------------------------------------
     @torch.inference_mode()
@@ -130,6 +140,7 @@ class NestDecoder:
         store: RequestStore | None,
         max_new_tokens: int,
         chunk_docs: Sequence[str] | None = None,
+        first_draft: tuple[int, int] | None = None,
     ) -> Iterator[list[Committed]]:
         """Decode up to ``max_new_tokens`` tokens after ``prompt_ids``; yields each step's commits.
 
@@ -145,6 +156,9 @@ class NestDecoder:
         until their run has ``min_citation_words`` words and ends on a boundary; a run that ends
         shorter is yielded as generated text (no attribution), so every yielded copy is a citation.
         ``chunk_docs``: document id of each request chunk (for ``sentence_source="document"``).
+        ``first_draft``: (request chunk, token position) whose continuation is the first draft — the
+        answer proposer's sentence (``answer_draft="best_sentence"``): its first token starts the answer
+        (except in lossless mode), the rest is verified like any draft.
         """
         from transformers import DynamicCache
 
@@ -178,7 +192,8 @@ class NestDecoder:
         cur_logits, cur_h = logits[-1], hidden[-1]
         n_cached = len(prompt_ids)
         pending: list[Committed] = []
-        cont: tuple[int, int] | None = None
+        cont: tuple[int, int] | None = first_draft if use_spans else None
+        answer_start = cont is not None
         run_len = 0
         lm_only = False
         generated = 0
@@ -226,6 +241,9 @@ class NestDecoder:
                         pred_h = torch.cat([cur_h[None], hidden[: len(draft) - 1]])
                     p_m, _, _, _ = self._mix(store, pred_logits, pred_h)
                     k = self.acceptor.accept_length(p_m, pred_logits, torch.tensor(draft, dtype=torch.long))
+                    if answer_start and cfg.acceptance != "lossless":
+                        k = max(k, 1)  # the answer proposer's sentence starts the answer; the LM verifies the rest
+                    answer_start = False
                     if rules is not None:
                         k = rules.cut_accepted(chunk, draft_pos, k)
                     stats.tokens_accepted += k

@@ -6,7 +6,7 @@ source (file path), document and chunk id, its character range in the source doc
 response. Citations are exact by construction: ``document[start:end] == cited_text``.
 
 ``response_metadata`` also says what the answer is worth: ``sentences`` (a support label per
-sentence), ``abstained``, ``truncated``, ``finish_reason``, ``relevance``, and which passages the
+sentence), ``abstained`` / ``abstain_reason``, ``truncated``, ``finish_reason``, ``relevance``, and which passages the
 (conversation-aware) retrieval query found (``retrieval_query``, ``passages``).
 """
 
@@ -171,7 +171,8 @@ class ChatNest(BaseChatModel):
     Besides ``citations``, every answer's ``response_metadata`` (and the last streamed chunk's) holds
     ``sentences`` (one support label per sentence: ``copied`` / ``grounded`` / ``unsupported``, with
     its character range and chunk ids), ``abstained`` (NEST answered ``abstain_message`` because no
-    retrieved passage is close enough to the question; there are then no citations), ``truncated``
+    retrieved passage is close enough to the question, or — with ``abstain="retrieval+support"`` — its
+    first sentence would be unsupported: ``abstain_reason`` says which; there are then no citations), ``truncated``
     (cut by ``max_tokens``), ``finish_reason`` (``eos``, ``stop``, ``sentence``, ``length`` or
     ``abstained``) and ``relevance``.
 

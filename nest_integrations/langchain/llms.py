@@ -28,6 +28,7 @@ class NestLLM(LLM):
     also the retrieval query (or ``retrieval_query`` when set). Each generation's ``generation_info``
     holds ``citations`` (see :func:`~nest_integrations.langchain.chat_models.citation_dict`),
     ``sentences`` (one support label per sentence: copied / grounded / unsupported), ``abstained``,
+    ``abstain_reason``,
     ``truncated``, ``finish_reason``, ``relevance`` and ``nest_stats``; streamed chunks carry the
     citations as they complete and the last one the rest, so the merged stream equals ``generate``.
     Raw completion prompts are continued, not answered: the stop policy and abstention apply with

@@ -81,7 +81,7 @@ class NestLLM(CustomLLM):
     Copied spans are in ``CompletionResponse.additional_kwargs["citations"]`` (and ``ChatResponse``'s),
     next to ``sentences`` (one support label per sentence: copied / grounded / unsupported, with its
     character range and chunk ids), ``abstained`` (the answer is ``abstain_message``: no retrieved
-    passage is close enough to the question; no citations then), ``truncated``, ``finish_reason``,
+    passage is close enough to the question; no citations then; ``abstain_reason`` says why), ``truncated``, ``finish_reason``,
     ``relevance``, ``passages`` (the retrieved chunks: ``chunk_id``, ``doc_id``, ``score``), ``nest_stats``
     and, for chat calls, ``retrieval_query``. In a stream the last response has them all.
     Completion prompts are fed as chat (the model's chat template, one user message) unless
@@ -209,8 +209,10 @@ class NestLLM(CustomLLM):
             "citations": [],
             "sentences": [],
             "abstained": False,
+            "abstain_reason": None,
             "truncated": False,
             "finish_reason": "condensed",
+            "relevance": None,
         }
         return CompletionResponse(text=query, delta=query, additional_kwargs=extra)
 

@@ -8,7 +8,7 @@ citations are not numbers the LLM was asked to write: they are verified by const
 ``Response.metadata`` says what the answer is worth: ``sentences`` (one support label per sentence:
 copied / grounded / unsupported, with its character range and chunk ids), ``abstained`` (NEST answered
 ``abstain_message`` because no retrieved passage is close enough to the question: no source nodes
-then), ``truncated`` (cut by ``max_new_tokens``), ``finish_reason``, ``relevance``, ``nest_stats`` and
+then; ``abstain_reason`` says why), ``truncated`` (cut by ``max_new_tokens``), ``finish_reason``, ``relevance``, ``nest_stats`` and
 the retrieved ``passages``.
 """
 

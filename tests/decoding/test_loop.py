@@ -15,9 +15,14 @@ QUESTIONS = [
 ]
 
 
+# the loop's own properties (NEST.md §5) are checked without the answer-level policies of §10
+# (stopping at sentence ends, abstention), which decide how much of the greedy output an answer keeps
+_LOOP_ONLY = dict(stop_after_cited_sentence=False, max_sentences=None, abstain="off")
+
+
 def _engine(lm, squad, **cfg) -> NestEngine:
     docs, _ = squad
-    return NestEngine(lm, _chunks(docs), NestConfig(max_new_tokens=40, **cfg))
+    return NestEngine(lm, _chunks(docs), NestConfig(max_new_tokens=40, **{**_LOOP_ONLY, **cfg}))
 
 
 _CHUNKS = {}
