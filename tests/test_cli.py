@@ -597,7 +597,7 @@ def test_ask_prints_abstention(fake_engine, capsys: pytest.CaptureFixture[str]) 
     assert main(["ask", "What is the capital of Mongolia?"]) == 0
     lines = capsys.readouterr().out.rstrip("\n").split("\n")
     assert lines[0] == result.text
-    assert lines[1] == "[abstained: no retrieved passage is close enough to the question (relevance 0.31 < 0.45)]"
+    assert lines[1] == "[abstained: no retrieved passage is close enough to the question (relevance 0.31 < 0.50)]"
     assert "Support" not in lines and "Sources" not in lines and lines[-1].startswith("[nest] ")
 
 
@@ -760,7 +760,7 @@ def test_chat_follow_up_retrieves_from_the_conversation(
 ) -> None:
     """'Who was her father?' after 'Where was Ada Lovelace born?' is answered from the Lovelace file.
 
-    Alone, the follow-up is too far from every passage (relevance < 0.45 with these files: the engine
+    Alone, the follow-up is too far from every passage (relevance below the default threshold with these files: the engine
     abstains), so this fails if chat sends only the last line or retrieves with it alone.
     """
     bios = _biographies(tmp_path / "bios")

@@ -61,6 +61,34 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
     _atomic_write(path, json.dumps(report, indent=1, ensure_ascii=False).encode("utf-8"))
 
 
+_FAITHFULNESS = [
+    ("copied", "copied sent.", "{:.0%}"),
+    ("grounded", "grounded sent.", "{:.0%}"),
+    ("unsupported", "unsupported sent.", "{:.0%}"),
+    ("spliced_sentence_rate", "spliced sent.", "{:.1%}"),
+    ("word_boundary_violations", "word-boundary violations", "{:d}"),
+    ("copied_runs", "copied runs", "{:d}"),
+    ("mean_citation_words", "cit. words", "{:.1f}"),
+    ("min_citation_words_seen", "min cit. words", "{:d}"),
+    ("abstention_rate", "abstained", "{:.0%}"),
+    ("length_limited_share", "length-limited", "{:.0%}"),
+]
+
+
+def faithfulness_table(report: dict[str, Any]) -> str:
+    """NEST.md §10 figures per system (support labels, splicing, word boundaries, abstention, length limits)."""
+    lines = [
+        "| system | " + " | ".join(c[1] for c in _FAITHFULNESS) + " |",
+        "|---|" + "---:|" * len(_FAITHFULNESS),
+    ]
+    for name, s in report["systems"].items():
+        if "copied_runs" not in s:
+            continue
+        flat = {**s, **(s.get("support_shares") or {})}
+        lines.append(f"| {name} | " + " | ".join(_fmt(flat.get(k), spec) for k, _, spec in _FAITHFULNESS) + " |")
+    return "\n".join(lines)
+
+
 def _fmt(value: Any, spec: str) -> str:
     if value is None:
         return "–"
@@ -76,7 +104,10 @@ def markdown_table(report: dict[str, Any]) -> str:
     ]
     for name, s in report["systems"].items():
         lines.append(f"| {name} | " + " | ".join(_fmt(s.get(k), spec) for k, _, spec in cols) + " |")
-    return "\n".join(lines)
+    table = "\n".join(lines)
+    if any("copied_runs" in s for s in report["systems"].values()):
+        table += "\n\n" + faithfulness_table(report)
+    return table
 
 
 def write_markdown(report: dict[str, Any], path: str | Path, command: str | None = None) -> None:

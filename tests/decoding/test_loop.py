@@ -17,7 +17,7 @@ QUESTIONS = [
 
 # the loop's own properties (NEST.md §5) are checked without the answer-level policies of §10
 # (stopping at sentence ends, abstention), which decide how much of the greedy output an answer keeps
-_LOOP_ONLY = dict(stop_after_cited_sentence=False, max_sentences=None, abstain="off")
+_LOOP_ONLY = dict(method="nest", answer_draft="none", stop_after_cited_sentence=False, max_sentences=None, abstain="off")
 
 
 def _engine(lm, squad, **cfg) -> NestEngine:
