@@ -314,7 +314,7 @@ def test_ask_json_demo_corpus() -> None:
     payload = json.loads(proc.stdout)
     assert payload["question"] == question
     assert payload["model"] == "SmolLM2-135M-Instruct"
-    assert payload["config"]["max_new_tokens"] == 24 and payload["config"]["method"] == "nest"
+    assert payload["config"]["max_new_tokens"] == 24 and payload["config"]["method"] == "ra-nest"
     assert {"text", "spans", "stats", "finish_reason", "passages", "method", "sentences", "abstained",
             "truncated"} <= set(payload)  # fmt: skip
     assert 0 < payload["stats"]["output_tokens"] <= 24
@@ -374,7 +374,7 @@ def test_ask_streams_text_then_sources(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     out = proc.stdout.rstrip("\n").split("\n")
-    assert re.fullmatch(r"\[nest\] \d+ tokens · \d+ forward passes · \d+% copied · [\d.]+ tokens/s · [\d.]+ s", out[-1])
+    assert re.fullmatch(r"\[ra-nest\] \d+ tokens · \d+ forward passes · \d+% copied · [\d.]+ tokens/s · [\d.]+ s", out[-1])
     assert out[0].strip(), "no answer text"
     assert "\x1b[" not in proc.stdout  # not a terminal: plain text
     assert "Sources" in out, proc.stdout

@@ -197,7 +197,9 @@ def test_reports_written(qa_report: dict, tmp_path: Path) -> None:
     assert "nest eval --limit 3" in md
     for name in SYSTEMS:
         assert f"| {name} |" in md
-    assert markdown_table(qa_report).count("\n") == len(SYSTEMS) + 1
+    main_table, faith_table = markdown_table(qa_report).split("\n\n")
+    assert main_table.count("\n") == len(SYSTEMS) + 1
+    assert "spliced sent." in faith_table and "word-boundary violations" in faith_table
     write_plot(qa_report, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
