@@ -9,7 +9,7 @@ from typing import Any
 from nest_integrations.chunks import Chunk
 from nest_integrations.sentences import count_words
 
-__all__ = ["CopiedSpan", "find_spans", "find_runs"]
+__all__ = ["CopiedSpan", "find_spans", "find_runs", "citations_of"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,12 @@ def find_spans(
     Shorter copies are plain generated text (NEST.md §8, §10). Arguments as in :func:`find_runs`.
     """
     runs = find_runs(token_sources, token_ends, response, chunks, chunk_offsets, closed_upto, min_tokens=2)
-    return [r for r in runs if count_words(r.text) >= min_words]
+    return citations_of(runs, min_words)
+
+
+def citations_of(runs: Sequence[CopiedSpan], min_words: int = 1) -> list[CopiedSpan]:
+    """The runs that are citations: ≥ 2 tokens and ≥ ``min_words`` whole words (NEST.md §8, §10)."""
+    return [r for r in runs if r.n_tokens >= 2 and count_words(r.text) >= min_words]
 
 
 def find_runs(

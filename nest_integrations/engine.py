@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nest_integrations.attribution import CopiedSpan, find_runs, find_spans
+from nest_integrations.attribution import CopiedSpan, citations_of, find_runs, find_spans
 from nest_integrations.chunks import Chunk, Document, chunks_from_documents, validate_chunks
 from nest_integrations.config import NestConfig
 from nest_integrations.decoding.loop import NestDecoder
@@ -440,7 +440,7 @@ class NestEngine:
         n_keep = sum(1 for i in range(len(ids)) if (ends[i - 1] if i else 0) < len(text))
         ids, sources, ends = ids[:n_keep], sources[:n_keep], ends[:n_keep]
         runs = find_runs(sources, ends, text, req_chunks, offsets)
-        spans = [r for r in runs if r.n_tokens >= 2 and _words(r.text) >= cfg.min_citation_words]
+        spans = citations_of(runs, cfg.min_citation_words)
         stats.output_tokens = len(ids)
         stats.span_lengths = [s.n_tokens for s in spans]
         stats.copied_tokens = sum(stats.span_lengths)
@@ -467,7 +467,7 @@ class NestEngine:
     def _sentence_stop(cfg: NestConfig, text: str, sources, ends, req_chunks, offsets) -> int | None:
         """Where the stop policy ends the answer (a sentence end), or None to go on."""
         sents = split_sentences(text)
-        complete = [se for se in sents[:-1]]
+        complete = list(sents[:-1])
         if sents and _complete(text, sents[-1]):
             complete.append(sents[-1])
         if not complete:
@@ -553,11 +553,6 @@ def _complete(text: str, sentence: tuple[int, int]) -> bool:
         return False
     return text[end].isspace() and (text[end - 1] in ".!?\"')]»”’" or text[end] == "\n")
 
-
-def _words(text: str) -> int:
-    from nest_integrations.sentences import count_words
-
-    return count_words(text)
 
 
 def _find_stop(text: str, stops: Sequence[str], start: int) -> int | None:

@@ -27,7 +27,6 @@ __all__ = [
     "is_word_char",
     "on_word_boundary",
     "split_sentences",
-    "sentence_at",
     "count_words",
     "words",
 ]
@@ -128,14 +127,6 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
         if end > start:
             out.append((start, end))
     return out
-
-
-def sentence_at(text: str, pos: int) -> tuple[int, int]:
-    """The sentence range holding character ``pos`` (or starting at / after it; ``(pos, pos)`` if none)."""
-    for s, e in split_sentences(text):
-        if pos < e:
-            return s, e
-    return pos, pos
 
 
 def words(text: str) -> list[str]:
