@@ -20,6 +20,7 @@ from nest_integrations.errors import (
     NestError,
     OffsetError,
     PromptTooLongError,
+    UnsupportedModelError,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,6 +79,7 @@ __all__ = [
     "PromptTooLongError",
     "RetrievedPassage",
     "SentenceSupport",
+    "UnsupportedModelError",
     "__version__",
     "chunks_from_documents",
     "default_model_dir",

@@ -17,6 +17,7 @@ __all__ = [
     "DatastoreError",
     "OffsetError",
     "DuplicateIdError",
+    "UnsupportedModelError",
 ]
 
 
@@ -58,3 +59,8 @@ class EvalDataError(NestError, ValueError):
 
 class DuplicateIdError(NestError, ValueError):
     """Two documents (or two chunks) of one corpus have the same id, so citations would be ambiguous."""
+
+
+class UnsupportedModelError(NestError, ValueError):
+    """The model cannot run NEST: its cache cannot be rolled back after a rejected draft (recurrent / linear-attention
+    state, a custom cache, or cache layers that transformers marks non-croppable)."""

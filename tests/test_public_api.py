@@ -4,13 +4,40 @@ import nest_integrations
 
 
 def test_all_is_pinned():
-    assert sorted(nest_integrations.__all__) == sorted([
-        "Chunk", "ConfigError", "CopiedSpan", "Datastore", "DatastoreError", "Document", "DuplicateIdError",
-        "EmptyCorpusError", "EmptyQuestionError", "EvalDataError", "GenerationStats", "LoadedModel", "ModelNotFoundError", "NestConfig", "NestDelta",
-        "NestEngine", "NestError", "NestResult", "OffsetError", "PromptTooLongError", "RetrievedPassage",
-        "SentenceSupport", "__version__", "chunks_from_documents", "default_model_dir", "download_default_model",
-        "label_sentences", "load_model", "split_sentences",
-    ])
+    assert sorted(nest_integrations.__all__) == sorted(
+        [
+            "Chunk",
+            "ConfigError",
+            "CopiedSpan",
+            "Datastore",
+            "DatastoreError",
+            "Document",
+            "DuplicateIdError",
+            "EmptyCorpusError",
+            "EmptyQuestionError",
+            "EvalDataError",
+            "GenerationStats",
+            "LoadedModel",
+            "ModelNotFoundError",
+            "NestConfig",
+            "NestDelta",
+            "NestEngine",
+            "NestError",
+            "NestResult",
+            "OffsetError",
+            "PromptTooLongError",
+            "RetrievedPassage",
+            "SentenceSupport",
+            "UnsupportedModelError",
+            "__version__",
+            "chunks_from_documents",
+            "default_model_dir",
+            "download_default_model",
+            "label_sentences",
+            "load_model",
+            "split_sentences",
+        ]
+    )
     for name in nest_integrations.__all__:
         assert hasattr(nest_integrations, name)
 
@@ -20,7 +47,9 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    code = "import sys, nest_integrations, nest_integrations.langchain, nest_integrations.llama_index; " \
+    code = (
+        "import sys, nest_integrations, nest_integrations.langchain, nest_integrations.llama_index; "
         "print(sorted(m for m in ('torch', 'transformers', 'langchain_core', 'llama_index') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

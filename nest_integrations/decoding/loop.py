@@ -10,7 +10,7 @@ import torch
 
 from nest_integrations.config import NestConfig
 from nest_integrations.decoding.acceptor import make_acceptor
-from nest_integrations.decoding.cache import crop_cache
+from nest_integrations.decoding.cache import cache_kwarg, check_croppable, check_rollback, crop_cache, new_cache
 from nest_integrations.decoding.knn import knn_distribution, mixture, rrc_lambda, search
 from nest_integrations.decoding.proposer import SpanProposer
 from nest_integrations.decoding.span_rules import SpanRules
@@ -19,7 +19,6 @@ from nest_integrations.sentences import split_sentences
 from nest_integrations.store.token_store import RequestStore
 
 __all__ = ["Committed", "DecodeStats", "NestDecoder"]
-
 
 
 @dataclass(frozen=True)
@@ -50,9 +49,14 @@ class NestDecoder:
     ``run`` is a generator: it yields the list of tokens committed by each step, so callers can
     stream, check EOS / stop strings and stop it by closing it. With ``store=None`` (or an empty
     store) every step is the LM alone (λ = 1), i.e. greedy decoding.
+
+    Raises:
+        UnsupportedModelError: (on construction, or at the prefill, before any token is decoded) the model's
+            cache cannot be rolled back after a rejected draft (:mod:`nest_integrations.decoding.cache`).
     """
 
     def __init__(self, lm: LoadedModel, config: NestConfig) -> None:
+        check_rollback(lm.model)
         self.lm = lm
         self.cfg = config
         self.acceptor = make_acceptor(config.acceptance, config.gamma)
@@ -63,6 +67,7 @@ class NestDecoder:
         self._vocab = int(lm.model.config.vocab_size)
         self._vocab_out = self._vocab
         self._sentence_ends: dict[int, set[int]] = {}
+        self._cache_kw = cache_kwarg(lm.model)
 
     # ---- model calls ---------------------------------------------------------------------
     def _forward(self, ids: list[int], cache, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,9 +76,9 @@ class NestDecoder:
         kwargs = {"logits_to_keep": 1} if last_only else {}
         out = self.lm.model(
             input_ids=torch.tensor([ids], dtype=torch.long, device=dev),
-            past_key_values=cache,
             use_cache=True,
             output_hidden_states=True,
+            **{self._cache_kw: cache},
             **kwargs,
         )
         self.stats.forward_passes += 1
@@ -160,8 +165,6 @@ class NestDecoder:
         answer proposer's sentence (``answer_draft="best_sentence"``): its first token starts the answer
         (except in lossless mode), the rest is verified like any draft.
         """
-        from transformers import DynamicCache
-
         cfg = self.cfg
         use_spans = cfg.method in ("nest", "ra-nest") and store is not None and len(store) > 0
         rules = None
@@ -183,10 +186,15 @@ class NestDecoder:
         self._run_confirmed = False
         self._buf: list[tuple[Committed, int]] = []
         stats = self.stats
-        cache = DynamicCache(config=self.lm.model.config)
+        # a cache rejected drafts can be cropped from (sliding-window layers record their past until the crop)
+        cache = new_cache(self.lm.model)
         self.cache = cache  # exposed for inspection (tests check it against a fresh forward)
         t0 = time.perf_counter()
         logits, hidden = self._forward(prompt_ids, cache, last_only=True)
+        # linear-attention layers only know whether they can be rolled back once initialised (as in
+        # transformers' assisted decoding, checked after the prefill, before the first crop)
+        check_croppable(cache, self.lm.model)
+        crop_cache(cache, len(prompt_ids))
         stats.prefill_s = time.perf_counter() - t0
         t_dec = time.perf_counter()
         cur_logits, cur_h = logits[-1], hidden[-1]
@@ -235,7 +243,10 @@ class NestDecoder:
                     stats.drafts += 1
                     stats.tokens_drafted += len(draft)
                     if n_p:
-                        pred_logits, pred_h = logits[n_p - 1 : n_p - 1 + len(draft)], hidden[n_p - 1 : n_p - 1 + len(draft)]
+                        pred_logits, pred_h = (
+                            logits[n_p - 1 : n_p - 1 + len(draft)],
+                            hidden[n_p - 1 : n_p - 1 + len(draft)],
+                        )
                     else:
                         pred_logits = torch.cat([cur_logits[None], logits[: len(draft) - 1]])
                         pred_h = torch.cat([cur_h[None], hidden[: len(draft) - 1]])
@@ -248,8 +259,8 @@ class NestDecoder:
                         k = rules.cut_accepted(chunk, draft_pos, k)
                     stats.tokens_accepted += k
                 kept = n_p + k
-                if kept < n_p + len(draft):
-                    crop_cache(cache, n_cached + kept)
+                # drop the rejected draft tokens (a crop of nothing still trims sliding-window layers)
+                crop_cache(cache, n_cached + kept)
                 n_cached += kept
                 commits = [Committed(draft[i], (chunk, draft_pos[i])) for i in range(k)]
                 self._mask(commits, store)
@@ -380,9 +391,7 @@ class NestDecoder:
             return (chunk, last_pos + 1), False
         return None, False
 
-    def _cut_draft(
-        self, store: RequestStore, chunk: int, positions: list[int], run_len: int, limit: int
-    ) -> list[int]:
+    def _cut_draft(self, store: RequestStore, chunk: int, positions: list[int], run_len: int, limit: int) -> list[int]:
         """Apply the span stop rules to a draft: sentence end (inclusive), the per-run cap, and a word
         boundary at its end (the draft may then extend up to position ``limit``, exclusive)."""
         cfg = self.cfg
