@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ from nest_integrations.errors import EmptyQuestionError
 
 __all__ = [
     "Message",
+    "NoChatTemplateWarning",
     "to_messages",
     "last_user_text",
     "condensed_query",
@@ -21,6 +23,10 @@ __all__ = [
 Message = Mapping[str, Any]
 
 RA_INSTRUCTION = "Answer the question using the context below. Answer in one sentence."
+
+
+class NoChatTemplateWarning(UserWarning):
+    """The tokenizer has no chat template (e.g. GPT-2): the prompt falls back to the plain message text."""
 
 
 def to_messages(prompt: str | Sequence[Message], system_prompt: str | None = None) -> list[dict[str, str]]:
@@ -99,9 +105,7 @@ def retrieval_query_of(messages: Sequence[Message], mode: str = "condensed") -> 
     return condensed_query(messages)
 
 
-def with_context(
-    messages: list[dict[str, str]], passages: Sequence[str], raw: bool = False
-) -> list[dict[str, str]]:
+def with_context(messages: list[dict[str, str]], passages: Sequence[str], raw: bool = False) -> list[dict[str, str]]:
     """Put ``passages`` into the last user message (the RA prompt of the paper: top-k chunks in the prompt).
 
     For chat prompts the passages come with an instruction and the question; for ``raw`` completion
@@ -120,8 +124,21 @@ def with_context(
 
 
 def render_prompt(tokenizer: Any, messages: list[dict[str, str]], raw: bool = False) -> list[int]:
-    """Token ids of the prompt: the tokenizer's chat template (with generation prompt) or raw text."""
-    if raw or getattr(tokenizer, "chat_template", None) is None:
+    """Token ids of the prompt: the tokenizer's chat template (with generation prompt) or raw text.
+
+    A tokenizer without a chat template (a base model such as GPT-2) gets the plain prompt: the message
+    contents joined by newlines, as ``raw`` would give, with a :class:`NoChatTemplateWarning`.
+    """
+    if not raw and getattr(tokenizer, "chat_template", None) is None:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        warnings.warn(
+            f"the tokenizer of {name!r} has no chat template; the prompt is the plain message text "
+            "(completion prompt, as raw=True)",
+            NoChatTemplateWarning,
+            stacklevel=2,
+        )
+        raw = True
+    if raw:
         text = "\n".join(m["content"] for m in messages)
         return list(tokenizer(text, add_special_tokens=True)["input_ids"])
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
