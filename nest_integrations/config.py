@@ -107,8 +107,15 @@ class NestConfig(BaseModel):
     answer_draft: Literal["none", "best_sentence"] = Field(
         "best_sentence",
         description="First draft of an answer: none (the kNN anchor, paper) or best_sentence (the sentence of "
-        "the top ra_passages chunks closest to the question, MiniLM cosine: its first token starts the answer, "
-        "the LM verifies the rest like any draft).",
+        "the top ra_passages chunks that answer_selection.SentenceRanker scores best: its first token starts "
+        "the answer, the LM verifies the rest with answer_gamma).",
+    )
+    answer_gamma: float | None = Field(
+        0.0,
+        ge=0.0,
+        le=2.0,
+        description="[γ] relaxation for verifying the answer proposer's sentence (None = gamma; 0 = the "
+        "sentence is copied whole unless a span rule cuts it). Lossless acceptance ignores it.",
     )
 
     # --- faithfulness (NEST.md §10) ---------------------------------------------------------------
@@ -147,11 +154,11 @@ class NestConfig(BaseModel):
         "answer's first sentence is unsupported (its text is then held back until it is judged).",
     )
     abstain_threshold: float = Field(
-        0.5,
+        0.58,
         ge=-1.0,
-        le=1.0,
-        description="Least cosine similarity (MiniLM) between the question and the best sentence of the "
-        "retrieved chunks for NEST to answer.",
+        le=2.0,
+        description="Least support score (MiniLM cosine + 0.25 x IDF-weighted share of the question's words, "
+        "answer_selection.SUPPORT_WEIGHTS) of the best sentence of the retrieved chunks for NEST to answer.",
     )
     abstain_message: str = Field(
         "I could not find the answer in the documents.", min_length=1, description="The abstention answer."

@@ -6,6 +6,7 @@ encoded now) → decoding loop → text + copied spans + statistics.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -191,6 +192,8 @@ class NestEngine:
         self.token_store = token_store if token_store is not None else TokenStore(len(self.chunks), self._encode_chunks)
         self._retriever = retriever
         self._sentence_emb: dict[int, Any] = {}
+        self._idf: tuple[int, dict[str, float]] | None = None
+        self._idf_lock = threading.Lock()
         if precompute_keys:
             self.token_store.precompute()
 
@@ -373,6 +376,12 @@ class NestEngine:
             prompt_ids, store, cfg.max_new_tokens, chunk_docs=[c.doc_id for c in req_chunks], first_draft=first_draft
         )
         abstained = False
+
+        def decode(token_ids: list[int]) -> str:
+            # a chat answer does not start with the space its first (copied) token carries
+            out = tok.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            return out if raw else out.lstrip()
+
         try:
             for commits in gen:
                 done = False
@@ -382,10 +391,10 @@ class NestEngine:
                         break
                     ids.append(c.token)
                     sources.append(c.source)
-                    ends.append(len(tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)))
+                    ends.append(len(decode(ids)))
                 if not stats.first_token_s:
                     stats.first_token_s = time.perf_counter() - t_start
-                text = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                text = decode(ids)
                 cut = _find_stop(text, cfg.stop, max(0, emitted - holdback))
                 if cut is not None:
                     text, finish, done = text[:cut], "stop", True
@@ -482,50 +491,63 @@ class NestEngine:
         return None
 
     def relevance(self, query: str, chunk_indices: Sequence[int]) -> float:
-        """Best cosine similarity (MiniLM) between ``query`` and a sentence of the given chunks.
+        """Support score of ``query`` over the given chunks: the abstention criterion.
 
-        The abstention criterion: a question none of whose top passages holds a sentence this close is
-        answered with ``abstain_message``. Sentence embeddings are cached per chunk.
+        The best :data:`~nest_integrations.answer_selection.SUPPORT_WEIGHTS` score (MiniLM cosine plus
+        IDF-weighted coverage of the question's words) of any sentence of the chunks; a question scoring
+        below ``abstain_threshold`` is answered with ``abstain_message``.
         """
         return self.best_sentence(query, chunk_indices)[0]
 
     def best_sentence(self, query: str, chunk_indices: Sequence[int]) -> tuple[float, int, tuple[int, int]]:
-        """(cosine, chunk index, (start, end) in the chunk text) of the sentence closest to ``query``.
+        """(support score, chunk index, (start, end) in the chunk text) of the answer proposer's sentence.
 
-        (-1.0, -1, (0, 0)) when the chunks hold no sentence.
+        The sentence is the best of :class:`~nest_integrations.answer_selection.SentenceRanker` over the
+        sentences of ``chunk_indices`` (best passage first); the score is the question's support score
+        (:meth:`relevance`). (-1.0, -1, (0, 0)) when the chunks hold no sentence. Sentence embeddings and the
+        corpus IDF table are cached.
         """
         import numpy as np
 
+        from nest_integrations.answer_selection import SentenceRanker, idf_table
         from nest_integrations.retrieval import load_sentence_encoder
 
         enc = load_sentence_encoder()
-        missing = [i for i in dict.fromkeys(chunk_indices) if i not in self._sentence_emb]
+        chunk_indices = list(dict.fromkeys(chunk_indices))
+        missing = [i for i in chunk_indices if i not in self._sentence_emb]
         if missing:
             texts: list[str] = []
-            owners: list[tuple[int, tuple[int, int]]] = []
+            owners: list[int] = []
             for i in missing:
                 t = self.chunks[i].text
+                texts.append(t)  # the whole chunk first (the chunk_score feature), then its sentences
+                owners.append(-1 - i)
                 for st, en in split_sentences(t):
                     texts.append(t[st:en])
-                    owners.append((i, (st, en)))
-            emb = (
-                enc.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-                if texts
-                else np.zeros((0, 384), np.float32)
+                    owners.append(i)
+            emb = np.asarray(
+                enc.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False),
+                dtype=np.float32,
             )
             for i in missing:
-                rows = [n for n, (o, _) in enumerate(owners) if o == i]
-                self._sentence_emb[i] = (np.asarray(emb[rows], dtype=np.float32), [owners[n][1] for n in rows])
+                sent = emb[[n for n, o in enumerate(owners) if o == i]]
+                self._sentence_emb[i] = (sent, emb[owners.index(-1 - i)])
+        with self._idf_lock:
+            if self._idf is None or self._idf[0] != len(self.chunks):
+                self._idf = (len(self.chunks), idf_table([c.text for c in self.chunks]))
+            idf = self._idf[1]
         q = enc.encode([query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
-        best: tuple[float, int, tuple[int, int]] = (-1.0, -1, (0, 0))
-        for i in chunk_indices:
-            e, ranges = self._sentence_emb[i]
-            if len(e):
-                sims = e @ q
-                j = int(sims.argmax())
-                if float(sims[j]) > best[0]:
-                    best = (float(sims[j]), i, ranges[j])
-        return best
+        ranker = SentenceRanker(enc, idf=idf)
+        ranked, support = ranker.rank(
+            query,
+            [(self.chunks[i], float(self._sentence_emb[i][1] @ q)) for i in chunk_indices],
+            [self._sentence_emb[i][0] for i in chunk_indices],
+            query_embedding=q,
+        )
+        if not ranked:
+            return (-1.0, -1, (0, 0))
+        top = ranked[0]
+        return (support, chunk_indices[top.chunk], (top.start, top.end))
 
     def _abstention(self, cfg: NestConfig, stats: GenerationStats, passages, relevance, reason: str, query) -> NestDelta:
         text = cfg.abstain_message

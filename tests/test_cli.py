@@ -597,7 +597,8 @@ def test_ask_prints_abstention(fake_engine, capsys: pytest.CaptureFixture[str]) 
     assert main(["ask", "What is the capital of Mongolia?"]) == 0
     lines = capsys.readouterr().out.rstrip("\n").split("\n")
     assert lines[0] == result.text
-    assert lines[1] == "[abstained: no retrieved passage is close enough to the question (relevance 0.31 < 0.50)]"
+    threshold = NestConfig().abstain_threshold
+    assert lines[1] == f"[abstained: no retrieved passage is close enough to the question (relevance 0.31 < {threshold:.2f})]"
     assert "Support" not in lines and "Sources" not in lines and lines[-1].startswith("[nest] ")
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from nest_integrations.config import NestConfig
-from nest_integrations.decoding.acceptor import make_acceptor
+from nest_integrations.decoding.acceptor import RelaxedAcceptor, make_acceptor
 from nest_integrations.decoding.cache import cache_kwarg, check_croppable, check_rollback, crop_cache, new_cache
 from nest_integrations.decoding.knn import knn_distribution, mixture, rrc_lambda, search
 from nest_integrations.decoding.proposer import SpanProposer
@@ -251,7 +251,10 @@ class NestDecoder:
                         pred_logits = torch.cat([cur_logits[None], logits[: len(draft) - 1]])
                         pred_h = torch.cat([cur_h[None], hidden[: len(draft) - 1]])
                     p_m, _, _, _ = self._mix(store, pred_logits, pred_h)
-                    k = self.acceptor.accept_length(p_m, pred_logits, torch.tensor(draft, dtype=torch.long))
+                    acceptor = self.acceptor
+                    if answer_start and cfg.acceptance != "lossless" and cfg.answer_gamma is not None:
+                        acceptor = RelaxedAcceptor(cfg.answer_gamma)
+                    k = acceptor.accept_length(p_m, pred_logits, torch.tensor(draft, dtype=torch.long))
                     if answer_start and cfg.acceptance != "lossless":
                         k = max(k, 1)  # the answer proposer's sentence starts the answer; the LM verifies the rest
                     answer_start = False

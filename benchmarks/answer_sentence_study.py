@@ -1,0 +1,168 @@
+"""Which sentence of the retrieved chunks answers the question? Features for the answer proposer (no decoding).
+
+    python benchmarks/answer_sentence_study.py dump --out .cache/answer-sentences   # features, ~10 min on 2 cores
+    python benchmarks/answer_sentence_study.py fit --cache .cache/answer-sentences  # scorers, instant
+
+``dump`` retrieves the top ``ra_passages`` chunks (the default dense retriever) for every question of both
+dev sets, answerable and unanswerable variant (``nest eval --unanswerable``), splits them with the shared
+sentence splitter and records, per sentence: MiniLM cosine to the question, the chunk's rank and score,
+position, IDF-weighted question-term coverage, answer-type match, and the default LM's question likelihood
+given the sentence (UPR, Sachan et al. 2022). The label is strict recall of the sentence alone (a gold answer
+in its first 32 words) — what the answer proposer wins when it copies that sentence.
+
+``fit`` compares sentence choosers on the mean over both sets: passage-dump (first sentence of the top
+chunk), MiniLM argmax (the shipped chooser), and linear scores over the features (weights chosen on the
+mean of both sets), plus abstention separability (answerable vs unanswerable) of each chooser's best score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+SETS = ("squad-dev200", "nq-dev200")
+
+
+def dump(args: argparse.Namespace) -> None:
+    from nest_integrations.answer_selection import idf_table, sentence_features
+    from nest_integrations.chunks import chunks_from_documents
+    from nest_integrations.config import NestConfig
+    from nest_integrations.eval.data import read_corpus, read_items, unanswerable_variant
+    from nest_integrations.eval.metrics import answer_recall_strict
+    from nest_integrations.models import load_model
+    from nest_integrations.retrieval import DenseRetriever, load_sentence_encoder
+
+    cfg = NestConfig()
+    enc = load_sentence_encoder()
+    lm = None if args.no_lm else load_model(dtype="bfloat16")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in SETS:
+        t0 = time.perf_counter()
+        docs = read_corpus(Path(args.data) / name / "corpus.jsonl")
+        _, items = read_items(Path(args.data) / name / "questions.jsonl")
+        chunks = chunks_from_documents(docs)
+        dense = DenseRetriever([c.text for c in chunks])
+        idf = idf_table([c.text for c in chunks])
+        rows = []
+        for variant, its in (("answerable", items), ("unanswerable", unanswerable_variant(items, docs))):
+            for it in its:
+                excl = set(it.exclude_doc_ids)
+                hits = [h for h in dense.retrieve(it.prompt, 60) if chunks[h.index].doc_id not in excl][
+                    : cfg.ra_passages
+                ]
+                cands = sentence_features(
+                    it.prompt, [(chunks[h.index], h.score) for h in hits], encoder=enc, lm=lm, idf=idf
+                )
+                for c in cands:
+                    c["label"] = answer_recall_strict(c["text"], it.answers) if variant == "answerable" else 0.0
+                rows.append({"id": it.id, "variant": variant, "question": it.prompt, "cands": cands})
+            print(name, variant, f"{time.perf_counter() - t0:.0f}s", flush=True)
+        (out_dir / f"{name}.json").write_text(json.dumps(rows))
+
+
+def _score(c: dict, w: dict[str, float]) -> float:
+    return sum(wv * float(c.get(k, 0.0)) for k, wv in w.items())
+
+
+def evaluate(rows: list[dict], w: dict[str, float] | None) -> tuple[float, list[float], list[float]]:
+    """(strict recall of the chosen sentence, best scores of answerable, of unanswerable questions)."""
+    hit = 0.0
+    n = 0
+    pos_scores: list[float] = []
+    neg_scores: list[float] = []
+    for r in rows:
+        cands = r["cands"]
+        if not cands:
+            best, s = None, -1e9
+        elif w is None:  # passage-dump
+            best = min(cands, key=lambda c: (c["rank"], c["pos"]))
+            s = best["cos"]
+        else:
+            best = max(cands, key=lambda c: _score(c, w))
+            s = _score(best, w)
+        if r["variant"] == "answerable":
+            n += 1
+            hit += best["label"] if best else 0.0
+            pos_scores.append(s)
+        else:
+            neg_scores.append(s)
+    return hit / max(n, 1), pos_scores, neg_scores
+
+
+def abstention_at(pos: list[float], neg: list[float], max_answerable: float = 0.10) -> tuple[float, float]:
+    """(threshold, unanswerable abstention) with answerable abstention <= max_answerable."""
+    thr = float(np.quantile(np.asarray(pos), max_answerable))
+    return thr, float(np.mean(np.asarray(neg) < thr))
+
+
+def fit(args: argparse.Namespace) -> None:
+    data = {s: json.loads((Path(args.cache) / f"{s}.json").read_text()) for s in SETS}
+    oracle = {
+        s: np.mean([max((c["label"] for c in r["cands"]), default=0) for r in rows if r["variant"] == "answerable"])
+        for s, rows in data.items()
+    }
+    print("oracle (some sentence of the top chunks answers):", {k: round(float(v), 3) for k, v in oracle.items()})
+
+    def report(label: str, w: dict[str, float] | None) -> float:
+        res = {s: evaluate(rows, w) for s, rows in data.items()}
+        rec = {s: res[s][0] for s in SETS}
+        ab = {s: abstention_at(res[s][1], res[s][2]) for s in SETS}
+        mean = sum(rec.values()) / len(rec)
+        print(
+            f"{label:60s} "
+            + " ".join(f"{s[:5]}={rec[s]:.3f}" for s in SETS)
+            + f" mean={mean:.3f} | "
+            + " ".join(f"abst@10%({s[:5]})={ab[s][1]:.2f}" for s in SETS)
+        )
+        return mean
+
+    report("passage-dump (first sentence, top chunk)", None)
+    report("minilm argmax (shipped)", {"cos": 1.0})
+    report("lm question likelihood", {"qlik": 1.0})
+    report("idf coverage", {"idf_cov": 1.0})
+    grid = {
+        "cos": [0.0, 1.0],
+        "qlik": [0.0, 0.1, 0.2] if any(c["qlik"] for r in data[SETS[0]] for c in r["cands"]) else [0.0],
+        "idf_cov": [0.0, 0.25, 0.5, 1.0],
+        "idf2_cov": [0.0, 0.25, 0.5],
+        "bigram": [0.0, 0.1, 0.2],
+        "type_match": [0.0, 0.1, 0.2, 0.3],
+        "first": [0.0, 0.05, 0.1, 0.2],
+        "rank_inv": [0.0, 0.05, 0.1, 0.2],
+        "chunk_score": [0.0, 0.5],
+        "long": [0.0, -0.1],
+    }
+    keys = list(grid)
+    best: list[tuple[float, dict]] = []
+    for vals in itertools.product(*(grid[k] for k in keys)):
+        w = {k: v for k, v in zip(keys, vals, strict=True) if v}
+        if not w:
+            continue
+        m = sum(evaluate(rows, w)[0] for rows in data.values()) / len(data)
+        best.append((m, w))
+    best.sort(key=lambda t: -t[0])
+    for _m, w in best[:8]:
+        report(json.dumps(w), w)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("dump")
+    d.add_argument("--data", default="../shared/data")
+    d.add_argument("--out", default=".cache/answer-sentences")
+    d.add_argument("--no-lm", action="store_true", help="skip the LM question likelihood (qlik = 0)")
+    f = sub.add_parser("fit")
+    f.add_argument("--cache", default=".cache/answer-sentences")
+    args = ap.parse_args()
+    (dump if args.cmd == "dump" else fit)(args)
+
+
+if __name__ == "__main__":
+    main()
