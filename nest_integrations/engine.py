@@ -15,6 +15,7 @@ from typing import Any
 from nest_integrations.attribution import CopiedSpan, citations_of, find_runs, find_spans
 from nest_integrations.chunks import Chunk, Document, chunks_from_documents, validate_chunks
 from nest_integrations.config import NestConfig
+from nest_integrations.decoding.cache import check_rollback
 from nest_integrations.decoding.loop import NestDecoder
 from nest_integrations.errors import ConfigError, PromptTooLongError
 from nest_integrations.models import LoadedModel, load_model
@@ -173,6 +174,10 @@ class NestEngine:
         precompute_keys: encode every chunk now (indexing) instead of on first retrieval.
         token_store: keys of ``chunks`` kept elsewhere (a :class:`~nest_integrations.datastore.Datastore`);
             index ``i`` of the store must be ``chunks[i]``.
+
+    Raises:
+        UnsupportedModelError: the model's cache cannot be rolled back after a rejected draft (recurrent
+            state, or no default dynamic cache; :func:`~nest_integrations.decoding.cache.check_rollback`).
     """
 
     def __init__(
@@ -185,6 +190,7 @@ class NestEngine:
         precompute_keys: bool = False,
         token_store: TokenStore | None = None,
     ) -> None:
+        check_rollback(lm.model)  # refuse a model NEST cannot decode with now, not at the first request
         self.lm = lm
         self.config = config or NestConfig()
         self.chunks = validate_chunks(chunks)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nest_integrations import (
+    ConfigError,
     Document,
     EmptyCorpusError,
     EmptyQuestionError,
@@ -93,7 +94,7 @@ def test_bad_input_gives_typed_errors(default_lm, file_engine):
         NestEngine.from_documents([Document("a", "  \n\t ")], default_lm)
     with pytest.raises(PromptTooLongError, match="context window"):
         file_engine.generate("word " * 9000)
-    with pytest.raises(Exception, match="max_new_tokens"):
+    with pytest.raises(ConfigError, match="max_new_tokens"):
         file_engine.generate("What connects Malmö?", max_new_tokens=0)
     with pytest.raises(ModelNotFoundError):
         load_model("/nonexistent/model/dir")

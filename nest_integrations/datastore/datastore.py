@@ -70,7 +70,6 @@ class Datastore:
             raise DatastoreError(f"{len(passage_embeddings)} passage embeddings for {len(self.chunks)} chunks")
         self._passage_emb = passage_embeddings
         self.encoder = KeyEncoder(lm, key_layer)
-        self._engine_cache: dict[str, Any] = {}
         self._retrievers: dict[str, Any] = {}
         self.token_store = self._make_token_store()
 

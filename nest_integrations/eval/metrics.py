@@ -1,7 +1,8 @@
 """Framework-free metrics for QA and text-completion evaluation.
 
-Everything here is a pure function of strings / numbers (no model, no torch). The only third-party
-dependency is ``rouge-score``, imported lazily by :func:`rouge1_f`.
+Everything here is a pure function of strings / numbers (no model, no torch). The third-party
+dependencies are ``numpy`` (for :func:`percentile`) and ``rouge-score``, imported lazily by
+:func:`rouge1_f`.
 
 Answer metrics
     :func:`normalize_answer`, :func:`exact_match` and :func:`token_f1` follow the official SQuAD v1.1
@@ -17,7 +18,7 @@ Support / attribution
     ``(doc_id, doc_start, doc_end)`` points at exactly the span's text in the original document.
 
 Latency
-    :func:`percentile` (linear interpolation, as ``numpy.percentile``'s default) and
+    :func:`percentile` (``numpy.percentile`` with linear interpolation, its default) and
     :func:`summarize_latencies`.
 """
 
@@ -32,6 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "AttributionReport",
@@ -351,24 +354,20 @@ def attribution_exactness(spans: Iterable[Any], documents: Mapping[str, str]) ->
 def percentile(values: Iterable[float], q: float) -> float:
     """The ``q``-th percentile (``0 <= q <= 100``) of ``values`` with linear interpolation.
 
-    Same definition as ``numpy.percentile(values, q)`` (method ``"linear"``): sort the values, take
-    the fractional rank ``(len - 1) * q / 100`` and interpolate between its neighbours.
+    ``numpy.percentile(values, q, method="linear")``: sort the values, take the fractional rank
+    ``(len - 1) * q / 100`` and interpolate between its neighbours.
 
     Raises:
         ValueError: no values, a NaN value, or ``q`` outside ``[0, 100]``.
     """
     if not 0 <= q <= 100:
         raise ValueError(f"q must be in [0, 100], got {q}")
-    data = sorted(float(v) for v in values)
-    if not data:
+    data = np.asarray([float(v) for v in values], dtype=np.float64)
+    if data.size == 0:
         raise ValueError("percentile of an empty sequence")
-    if any(math.isnan(v) for v in data):
+    if np.isnan(data).any():
         raise ValueError("percentile of a sequence containing NaN")
-    rank = (len(data) - 1) * q / 100
-    lo = math.floor(rank)
-    hi = min(lo + 1, len(data) - 1)
-    frac = rank - lo
-    return data[lo] + (data[hi] - data[lo]) * frac
+    return float(np.percentile(data, q, method="linear"))
 
 
 def summarize_latencies(values: Iterable[float]) -> dict[str, float]:

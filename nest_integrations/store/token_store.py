@@ -66,10 +66,6 @@ class TokenStore:
         """Encode every chunk now (indexing time)."""
         self.ensure(range(self.n_chunks))
 
-    def drop(self) -> None:
-        """Forget all cached keys (they are recomputed on demand)."""
-        self._keys.clear()
-
     def request_view(
         self, chunk_indices: Sequence[int], texts: Sequence[str], device: torch.device | str = "cpu"
     ) -> RequestStore:

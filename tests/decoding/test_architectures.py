@@ -375,10 +375,9 @@ def test_model_with_a_recurrent_cache_is_refused_before_decoding(
     with pytest.raises(UnsupportedModelError, match=model_type) as err:
         NestDecoder(lm, NestConfig(method="nest"))
     assert "rolled back" in str(err.value) and isinstance(err.value, ValueError)
-    # through the engine too: refused before a token is decoded
-    eng = NestEngine(lm, chunks_from_documents([Document("d", "alpha beta gamma. " * 5)]), NestConfig(**_LOOP_ONLY))
+    # through the engine too: refused when the engine is built, before any request
     with pytest.raises(UnsupportedModelError, match=model_type):
-        eng.generate("alpha?")
+        NestEngine(lm, chunks_from_documents([Document("d", "alpha beta gamma. " * 5)]), NestConfig(**_LOOP_ONLY))
 
 
 def test_non_croppable_cache_layer_is_refused_after_the_prefill() -> None:

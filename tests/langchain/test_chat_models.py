@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -117,20 +116,18 @@ def test_async_does_not_block_the_event_loop(chat: ChatNest) -> None:
                 await asyncio.sleep(0.01)
 
         t = asyncio.create_task(ticker())
-        start = time.perf_counter()
         msg = await chat.ainvoke(QUESTION)
         n_chunks = 0
         async for _ in chat.astream(QUESTION):
             n_chunks += 1
         stop = True
         await t
-        elapsed = time.perf_counter() - start
-        return ticks, msg, n_chunks if elapsed > 0 else 0
+        return ticks, msg, n_chunks
 
     ticks, msg, n_chunks = asyncio.run(main())
     assert ticks > 10  # the loop kept running while the model generated
     assert n_chunks > 1
-    assert assert_citations_exact(msg) >= 0
+    assert assert_citations_exact(msg) > 0
 
 
 def test_bad_input(chat: ChatNest) -> None:
