@@ -8,8 +8,9 @@ The decoding loop asks a :class:`SpanRules` object, for one request:
 * :meth:`SpanRules.ends_word` — may a copied run end after chunk token ``pos``? Only on a word
   boundary of the chunk; drafts are trimmed to end there (:meth:`trim_draft`) and accepted prefixes
   are cut back to one (:meth:`cut_accepted`);
-* :meth:`SpanRules.glue_mask` — after a copied run that ends in a letter or digit, the vocabulary
-  entries that would glue more letters onto it (so the run also ends on a boundary of the response).
+* :meth:`SpanRules.glue_mask` — after a copied run that ends in a visible character (a letter, a digit,
+  or punctuation such as "Ph.D."), the vocabulary entries that would glue a letter or digit onto it (so
+  the run also ends on a boundary of the response).
 
 All checks use :func:`nest_integrations.sentences.is_word_char` and
 :func:`nest_integrations.sentences.split_sentences`, the same functions ``nest eval`` counts with.
@@ -109,7 +110,9 @@ class SpanRules:
                 e -= 1
             split_char = p + 1 < n and int(offs[p + 1][0]) < b  # next token shares a character (bytes)
             ends[p] = not split_char and not is_word_char(text, e)
-            glue_end[p] = b > a and is_word_char(text, b - 1)  # the token itself ends in a letter / digit
+            # the token ends in a visible character ("Tesla", "Ph.D.", "1,"): a token starting with a letter
+            # or digit right after it would make the response's next character a word character
+            glue_end[p] = b > a and not text[b - 1].isspace()
         self._starts[chunk], self._ends[chunk], self._glue_end[chunk] = starts, ends, glue_end
 
     def starts_word(self, chunk: int, pos: int) -> bool:
@@ -246,8 +249,9 @@ class SpanRules:
         return count_words(self.store.texts[chunk][int(offs[first][0]) : int(offs[last][1])])
 
     def glue_mask(self) -> torch.Tensor | None:
-        """Tokens that may not follow the last committed token: when it was copied and ends in a letter
-        or digit, every token that starts with one (it would glue letters onto a copied word)."""
+        """(V,) bool or None: tokens that may not follow the last committed token. When it was copied and
+        ends in a visible character, every token that starts with a letter or digit (it would glue a word
+        character onto the copied run: "Tesla" + "n", "Ph.D." + "s")."""
         src = self.last_source
         if not self.word_boundaries or src is None:
             return None
