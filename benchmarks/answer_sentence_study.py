@@ -2,6 +2,7 @@
 
     python benchmarks/answer_sentence_study.py dump --out .cache/answer-sentences   # features, ~10 min on 2 cores
     python benchmarks/answer_sentence_study.py fit --cache .cache/answer-sentences  # scorers, instant
+    python benchmarks/answer_sentence_study.py support --cache .cache/answer-sentences  # abstention scores
 
 ``dump`` retrieves the top ``ra_passages`` chunks (the default dense retriever) for every question of both
 dev sets, answerable and unanswerable variant (``nest eval --unanswerable``), splits them with the shared
@@ -151,6 +152,76 @@ def fit(args: argparse.Namespace) -> None:
         report(json.dumps(w), w)
 
 
+SUPPORT_FEATURES = ("cos", "idf_cov", "idf2_cov", "bigram", "type_match", "chunk_score")
+
+
+def _support_score(cands: list[dict], w: dict[str, float]) -> float:
+    return max((_score(c, w) for c in cands), default=-1.0)
+
+
+def _shared_threshold(
+    scores: dict[str, tuple[np.ndarray, np.ndarray]], max_answerable: float
+) -> tuple[float, dict[str, float], dict[str, float]]:
+    """One threshold for every set: the highest that abstains on at most ``max_answerable`` of the
+    answerable questions of EACH set; returns it with the per-set abstention (answerable, unanswerable)."""
+    thr = min(float(np.quantile(pos, max_answerable, method="lower")) for pos, _ in scores.values())
+    ans = {s: float(np.mean(pos < thr)) for s, (pos, _) in scores.items()}
+    una = {s: float(np.mean(neg < thr)) for s, (_, neg) in scores.items()}
+    return thr, ans, una
+
+
+def support(args: argparse.Namespace) -> None:
+    """Abstention criteria: a support score per question (the best linear score over its candidate
+    sentences), ONE threshold shared by both sets that abstains on at most ``--max-answerable`` of each
+    set's answerable questions; ranked by the worse set's unanswerable abstention, then the mean. A
+    2-fold split of the questions (fit the threshold on one half, count on the other) checks that the
+    threshold carries over."""
+    data = {s: json.loads((Path(args.cache) / f"{s}.json").read_text()) for s in SETS}
+    grid = {
+        "cos": [0.0, 1.0],
+        "idf_cov": [0.0, 0.25, 0.5, 1.0],
+        "idf2_cov": [0.0, 0.25, 0.5, 1.0],
+        "bigram": [0.0, 0.1, 0.25, 0.5],
+        "type_match": [0.0, 0.05, 0.1, 0.2],
+        "chunk_score": [0.0, 0.25, 0.5, 1.0],
+    }
+    results = []
+    for vals in itertools.product(*(grid[k] for k in grid)):
+        w = {k: v for k, v in zip(grid, vals, strict=True) if v}
+        if not w:
+            continue
+        scores = {}
+        for s, rows in data.items():
+            pos = np.asarray([_support_score(r["cands"], w) for r in rows if r["variant"] == "answerable"])
+            neg = np.asarray([_support_score(r["cands"], w) for r in rows if r["variant"] == "unanswerable"])
+            scores[s] = (pos, neg)
+        thr, ans, una = _shared_threshold(scores, args.max_answerable)
+        results.append((min(una.values()), float(np.mean(list(una.values()))), w, thr, ans, una, scores))
+    results.sort(key=lambda t: (-t[0], -t[1]))
+    rng = np.random.default_rng(0)
+    for _worst, _mean, w, thr, ans, una, scores in results[: args.top]:
+        # 2-fold check: threshold from one half of each set's questions, abstention counted on the other
+        folds = []
+        for _ in range(10):
+            half = {s: rng.permutation(len(p)) < len(p) // 2 for s, (p, _) in scores.items()}
+            fit_s = {s: (p[half[s]], n[half[s]]) for s, (p, n) in scores.items()}
+            t, _, _ = _shared_threshold(fit_s, args.max_answerable)
+            folds.append(
+                [float(np.mean(p[~half[s]] < t)) for s, (p, _) in scores.items()]
+                + [float(np.mean(n[~half[s]] < t)) for s, (_, n) in scores.items()]
+            )
+        f = np.mean(folds, axis=0)
+        print(
+            f"{json.dumps(w):80s} thr={thr:.3f} "
+            + " ".join(f"{s[:5]}: ans {ans[s]:.3f} unans {una[s]:.3f}" for s in SETS)
+            + f" | held-out halves: ans {f[0]:.3f}/{f[1]:.3f} unans {f[2]:.3f}/{f[3]:.3f}"
+        )
+    ship = {"cos": 1.0, "idf_cov": 0.25}  # the previous round's
+    for _worst, _mean, w, thr, ans, una, _ in results:
+        if w == ship:
+            print(f"shipped before {json.dumps(w)} thr={thr:.3f} ans {ans} unans {una}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -160,8 +231,12 @@ def main() -> None:
     d.add_argument("--no-lm", action="store_true", help="skip the LM question likelihood (qlik = 0)")
     f = sub.add_parser("fit")
     f.add_argument("--cache", default=".cache/answer-sentences")
+    su = sub.add_parser("support")
+    su.add_argument("--cache", default=".cache/answer-sentences")
+    su.add_argument("--max-answerable", type=float, default=0.09, help="answerable abstention allowed per set")
+    su.add_argument("--top", type=int, default=15)
     args = ap.parse_args()
-    (dump if args.cmd == "dump" else fit)(args)
+    {"dump": dump, "fit": fit, "support": support}[args.cmd](args)
 
 
 if __name__ == "__main__":

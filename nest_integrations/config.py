@@ -157,7 +157,7 @@ class NestConfig(BaseModel):
         0.58,
         ge=-1.0,
         le=2.0,
-        description="Least support score (MiniLM cosine + 0.25 x IDF-weighted share of the question's words, "
+        description="Least support score (MiniLM cosine + 0.25 x IDF²-weighted share of the question's words, "
         "answer_selection.SUPPORT_WEIGHTS) of the best sentence of the retrieved chunks for NEST to answer.",
     )
     abstain_message: str = Field(

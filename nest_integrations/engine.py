@@ -500,7 +500,7 @@ class NestEngine:
         """Support score of ``query`` over the given chunks: the abstention criterion.
 
         The best :data:`~nest_integrations.answer_selection.SUPPORT_WEIGHTS` score (MiniLM cosine plus
-        IDF-weighted coverage of the question's words) of any sentence of the chunks; a question scoring
+        IDF²-weighted coverage of the question's words) of any sentence of the chunks; a question scoring
         below ``abstain_threshold`` is answered with ``abstain_message``.
         """
         return self.best_sentence(query, chunk_indices)[0]
