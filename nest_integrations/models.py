@@ -160,21 +160,86 @@ class LoadedModel:
             ids.add(int(self.tokenizer.eos_token_id))
         return ids
 
-    def fingerprint(self) -> dict[str, Any]:
-        """What identifies the model for a datastore: id, weight/tokenizer hashes, hidden size, dtype."""
-        h = hashlib.sha256()
-        for name, p in sorted(self.model.state_dict().items())[:4]:
-            h.update(name.encode())
-            h.update(p.detach().float().flatten()[:4096].numpy().tobytes())
+    def fingerprint(self, weights_hash_kind: str | None = None) -> dict[str, Any]:
+        """What identifies the model for a datastore: id, weight/tokenizer hashes, hidden size, dtype.
+
+        ``weights_hash`` is the SHA-256 of the model's weight files (``files-sha256``: every
+        ``*.safetensors`` / ``*.bin`` file of :attr:`path`, so two fine-tunes of one base differ), or of
+        every tensor of the state dict, read on whatever device holds it, for a model that was not
+        loaded from files (``state-sha256``). ``weights_hash_kind="sample-4x4096"`` recomputes the
+        hash that earlier builds wrote into datastores (first 4,096 values of 4 tensors), to check those.
+        """
+        kind, digest = _weights_hash(self, weights_hash_kind)
         vocab = self.tokenizer.get_vocab()
         th = hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()[:16]
         return {
             "model_id": self.model_id,
-            "weights_hash": h.hexdigest()[:16],
+            "weights_hash": digest,
+            "weights_hash_kind": kind,
             "tokenizer_hash": th,
             "hidden_size": self.hidden_size,
             "dtype": self.dtype,
         }
+
+
+_WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The weight files of a model directory (sorted; empty when ``path`` holds none)."""
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return []
+    return sorted({f for g in _WEIGHT_GLOBS for f in path.glob(g) if f.is_file()})
+
+
+def _hash_files(files: list[Path]) -> str:
+    """SHA-256 over the files' names and contents, cached by (path, size, mtime) in :func:`cache_dir`."""
+    key = json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    index = cache_dir() / "weights-hashes.json"
+    try:
+        known = json.loads(index.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    digest = h.hexdigest()[:32]
+    try:
+        known = known if isinstance(known, dict) else {}
+        known[key] = digest
+        index.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, index)
+    except OSError:  # a read-only cache: hash again next time
+        pass
+    return digest
+
+
+def _weights_hash(lm: LoadedModel, kind: str | None) -> tuple[str, str]:
+    import torch
+
+    if kind == "sample-4x4096":
+        h = hashlib.sha256()
+        for name, p in sorted(lm.model.state_dict().items())[:4]:
+            h.update(name.encode())
+            h.update(p.detach().flatten()[:4096].to("cpu", torch.float32).numpy().tobytes())
+        return kind, h.hexdigest()[:16]
+    files = weight_files(Path(lm.path))
+    if files and kind in (None, "files-sha256"):
+        return "files-sha256", _hash_files(files)
+    h = hashlib.sha256()
+    for name, p in sorted(lm.model.state_dict().items()):
+        h.update(name.encode())
+        t = p.detach().contiguous()
+        h.update(str(t.dtype).encode())
+        h.update(t.view(-1).view(torch.uint8).cpu().numpy().tobytes() if t.numel() else b"")
+    return "state-sha256", h.hexdigest()[:32]
 
 
 def load_model(

@@ -415,7 +415,8 @@ class Datastore:
         root = Path(path)
         man = persist.read_manifest(root)
         fp = man.get("fingerprint", {})
-        mine = lm.fingerprint()
+        # a datastore written by an earlier build has no weights_hash_kind: check it with the hash it was written with
+        mine = lm.fingerprint(fp.get("weights_hash_kind", "sample-4x4096"))
         diff = [k for k in _FINGERPRINT_KEYS if fp.get(k) != mine.get(k)]
         if diff:
             detail = ", ".join(f"{k}: store {fp.get(k)!r} vs model {mine.get(k)!r}" for k in diff)

@@ -14,6 +14,7 @@ from nest_integrations.decoding.cache import cache_kwarg, check_croppable, check
 from nest_integrations.decoding.knn import knn_distribution, mixture, rrc_lambda, search
 from nest_integrations.decoding.proposer import SpanProposer
 from nest_integrations.decoding.span_rules import SpanRules
+from nest_integrations.key_layer import tap_for
 from nest_integrations.models import LoadedModel
 from nest_integrations.sentences import split_sentences
 from nest_integrations.store.token_store import RequestStore
@@ -68,21 +69,21 @@ class NestDecoder:
         self._vocab_out = self._vocab
         self._sentence_ends: dict[int, set[int]] = {}
         self._cache_kw = cache_kwarg(lm.model)
+        self._tap = tap_for(lm.model, config.key_layer)
 
     # ---- model calls ---------------------------------------------------------------------
     def _forward(self, ids: list[int], cache, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Feed ``ids`` after the cache; returns logits (P, V) float32 and key-layer states (P, D) float32."""
         dev = self.lm.device
         kwargs = {"logits_to_keep": 1} if last_only else {}
-        out = self.lm.model(
+        out, states = self._tap.forward(
             input_ids=torch.tensor([ids], dtype=torch.long, device=dev),
             use_cache=True,
-            output_hidden_states=True,
             **{self._cache_kw: cache},
             **kwargs,
         )
         self.stats.forward_passes += 1
-        hs = out.hidden_states[self.cfg.key_layer][0]
+        hs = states[0]
         if last_only:
             hs = hs[-1:]
         return out.logits[0].float().cpu(), hs.float().cpu()

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from nest_integrations.errors import PromptTooLongError
+from nest_integrations.key_layer import tap_for
 from nest_integrations.models import LoadedModel
 from nest_integrations.store.token_store import ChunkKeys
 
@@ -100,13 +101,10 @@ class KeyEncoder:
     def _run(self, batch, toks, results, progress) -> None:
         input_ids, mask = self.padded_batch(batch, toks)
         device = self.lm.device
-        out = self.body(
-            input_ids=input_ids.to(device),
-            attention_mask=mask.to(device),
-            output_hidden_states=True,
-            use_cache=False,
+        _, states = tap_for(self.body, self.key_layer, self.lm.model).forward(
+            input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False
         )
-        hs = out.hidden_states[self.key_layer].to(torch.float16).cpu().numpy()
+        hs = states.to(torch.float16).cpu().numpy()
         for r, i in enumerate(batch):
             ids, offs = toks[i]
             results[i] = ChunkKeys(token_ids=ids, offsets=offs, keys=np.ascontiguousarray(hs[r, : len(ids)]))
