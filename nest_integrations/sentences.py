@@ -27,6 +27,7 @@ __all__ = [
     "is_word_char",
     "on_word_boundary",
     "split_sentences",
+    "SentenceScanner",
     "count_words",
     "words",
 ]
@@ -90,43 +91,77 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     See the module docstring for the rule. Text after the last terminator is a sentence too (an
     unfinished one, when the text is still being generated).
     """
-    out: list[tuple[int, int]] = []
-    n = len(text)
-    i = 0
-    start = None
-    while i < n:
-        ch = text[i]
-        if start is None:
-            if not ch.isspace():
-                start = i
-            i += 1
-            continue
-        if ch in _LINE_BREAK:
-            end = i
-            while end > start and text[end - 1].isspace():
-                end -= 1
-            out.append((start, end))
-            start = None
-            i += 1
-            continue
-        if ch in ".!?":
-            m = _TERMINATOR_RE.match(text, i)
-            assert m is not None
-            end = m.end()
-            followed = end >= n or text[end].isspace()
-            if followed and not (ch == "." and m.group() == "." and _is_abbreviation(text, i)):
-                out.append((start, end))
+    scanner = SentenceScanner()
+    scanner.feed(text)
+    return scanner.sentences(text)
+
+
+class SentenceScanner:
+    """:func:`split_sentences` for a text that grows at its end, at a cost linear in the text.
+
+    Call :meth:`feed` with the whole text each time it grows (only the new part is scanned);
+    :attr:`closed` holds the sentences that are settled (their end cannot change, whatever follows),
+    :meth:`tail` the unfinished last one as the text stands, and :meth:`sentences` both, which is
+    ``split_sentences(text)``.
+    """
+
+    def __init__(self) -> None:
+        self.closed: list[tuple[int, int]] = []
+        self.closed_ends: list[int] = []  # end of each closed sentence (for bisection)
+        self._i = 0  # next character to scan
+        self._start: int | None = None  # start of the open sentence
+        self._last = 0  # end of the open sentence's last non-space character
+
+    def _close(self, start: int, end: int) -> None:
+        self.closed.append((start, end))
+        self.closed_ends.append(end)
+
+    def feed(self, text: str) -> None:
+        """Scan ``text`` (the previous text with more at its end) as far as it settles."""
+        n = len(text)
+        i, start, last = self._i, self._start, self._last
+        while i < n:
+            ch = text[i]
+            if start is None:
+                if not ch.isspace():
+                    start, last = i, i + 1
+                i += 1
+                continue
+            if ch in _LINE_BREAK:
+                self._close(start, last)
                 start = None
-            i = end
-            continue
-        i += 1
-    if start is not None:
-        end = n
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if end > start:
-            out.append((start, end))
-    return out
+                i += 1
+                continue
+            if ch in ".!?":
+                m = _TERMINATOR_RE.match(text, i)
+                assert m is not None
+                end = m.end()
+                if end >= n:
+                    break  # whether it ends the sentence depends on the next character: wait for it
+                if text[end].isspace() and not (ch == "." and m.group() == "." and _is_abbreviation(text, i)):
+                    self._close(start, end)
+                    start = None
+                else:
+                    last = end
+                i = end
+                continue
+            if not ch.isspace():
+                last = i + 1
+            i += 1
+        self._i, self._start, self._last = i, start, last
+
+    def tail(self, text: str) -> tuple[int, int] | None:
+        """The unfinished last sentence of ``text`` (the text last fed), or None."""
+        if self._start is None:
+            return None
+        if self._i < len(text):  # stopped at a terminator that reaches the end of the text
+            return (self._start, len(text))
+        return (self._start, self._last)
+
+    def sentences(self, text: str) -> list[tuple[int, int]]:
+        """Every sentence of ``text`` (the text last fed): ``split_sentences(text)``."""
+        tail = self.tail(text)
+        return self.closed + [tail] if tail is not None else list(self.closed)
 
 
 def words(text: str) -> list[str]:
