@@ -20,7 +20,9 @@ letters count), or a ``.`` / ``,`` between two digits (``3.5``, ``1,000`` are on
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Callable
 
 __all__ = [
     "ABBREVIATIONS",
@@ -85,6 +87,52 @@ def _is_abbreviation(text: str, dot: int) -> bool:
     return word in ABBREVIATIONS
 
 
+def _scan(
+    text: str,
+    i: int,
+    start: int | None,
+    last: int,
+    on_close: Callable[[int, int], None],
+    on_start: Callable[[int], None] | None = None,
+) -> tuple[int, int | None, int]:
+    """The sentence rule as a resumable scan: from character ``i`` with the open sentence's ``start`` (or
+    None) and the end of its last non-space character ``last``, report each settled sentence to
+    ``on_close`` (and each sentence start to ``on_start``); returns the state to resume from. It stops
+    before a terminator that reaches the end of ``text`` (the next character decides)."""
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if start is None:
+            if not ch.isspace():
+                start, last = i, i + 1
+                if on_start is not None:
+                    on_start(i)
+            i += 1
+            continue
+        if ch in _LINE_BREAK:
+            on_close(start, last)
+            start = None
+            i += 1
+            continue
+        if ch in ".!?":
+            m = _TERMINATOR_RE.match(text, i)
+            assert m is not None
+            end = m.end()
+            if end >= n:
+                break
+            if text[end].isspace() and not (ch == "." and m.group() == "." and _is_abbreviation(text, i)):
+                on_close(start, end)
+                start = None
+            else:
+                last = end
+            i = end
+            continue
+        if not ch.isspace():
+            last = i + 1
+        i += 1
+    return i, start, last
+
+
 def split_sentences(text: str) -> list[tuple[int, int]]:
     """``(start, end)`` of every sentence of ``text``, in order, whitespace around them excluded.
 
@@ -118,37 +166,24 @@ class SentenceScanner:
 
     def feed(self, text: str) -> None:
         """Scan ``text`` (the previous text with more at its end) as far as it settles."""
-        n = len(text)
-        i, start, last = self._i, self._start, self._last
-        while i < n:
-            ch = text[i]
-            if start is None:
-                if not ch.isspace():
-                    start, last = i, i + 1
-                i += 1
-                continue
-            if ch in _LINE_BREAK:
-                self._close(start, last)
-                start = None
-                i += 1
-                continue
-            if ch in ".!?":
-                m = _TERMINATOR_RE.match(text, i)
-                assert m is not None
-                end = m.end()
-                if end >= n:
-                    break  # whether it ends the sentence depends on the next character: wait for it
-                if text[end].isspace() and not (ch == "." and m.group() == "." and _is_abbreviation(text, i)):
-                    self._close(start, end)
-                    start = None
-                else:
-                    last = end
-                i = end
-                continue
-            if not ch.isspace():
-                last = i + 1
-            i += 1
-        self._i, self._start, self._last = i, start, last
+        self._i, self._start, self._last = _scan(text, self._i, self._start, self._last, self._close)
+
+    def last_start(self, text: str, extra: str = "", upto: int | None = None) -> int:
+        """Start of the last sentence of ``text + extra`` that starts at or before ``upto`` (default: any),
+        0 if there is none, as :func:`split_sentences` gives them. ``text`` is the text last fed; only
+        ``extra`` (and a terminator waiting at the end of ``text``) is scanned, and nothing is recorded.
+        """
+        limit = len(text) + len(extra) if upto is None else upto
+        if extra or self._i < len(text):
+            starts: list[int] = []
+            _scan(text + extra, self._i, self._start, self._last, lambda s, e: None, starts.append)
+            found = next((s for s in reversed(starts) if s <= limit), None)
+            if found is not None:
+                return found
+        if self._start is not None and self._start <= limit:
+            return self._start
+        k = bisect.bisect_right(self.closed, limit, key=lambda sentence: sentence[0])
+        return self.closed[k - 1][0] if k else 0
 
     def tail(self, text: str) -> tuple[int, int] | None:
         """The unfinished last sentence of ``text`` (the text last fed), or None."""

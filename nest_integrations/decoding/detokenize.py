@@ -56,3 +56,10 @@ class IncrementalDetokenizer:
             new = new.lstrip()
             self._started = bool(new)
         return new
+
+    def peek(self, token: int) -> str:
+        """The characters :meth:`push` of ``token`` would add, partial characters shown as ``'\ufffd'``
+        (nothing is recorded; ``lstrip`` is not applied)."""
+        window = self._decode(self.ids[self._prefix :] + [int(token)])
+        start = self._prefix_len + self._given
+        return window[start:] if len(window) > start else ""
