@@ -16,10 +16,12 @@ from nest_integrations.errors import (
     EmptyCorpusError,
     EmptyQuestionError,
     EvalDataError,
+    FrozenConfigError,
     ModelNotFoundError,
     NestError,
     OffsetError,
     PromptTooLongError,
+    RequestCancelledError,
     UnsupportedModelError,
 )
 
@@ -67,6 +69,7 @@ __all__ = [
     "EmptyCorpusError",
     "EmptyQuestionError",
     "EvalDataError",
+    "FrozenConfigError",
     "GenerationStats",
     "LoadedModel",
     "ModelNotFoundError",
@@ -77,6 +80,7 @@ __all__ = [
     "NestResult",
     "OffsetError",
     "PromptTooLongError",
+    "RequestCancelledError",
     "RetrievedPassage",
     "SentenceSupport",
     "UnsupportedModelError",

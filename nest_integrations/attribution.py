@@ -9,7 +9,7 @@ from typing import Any
 from nest_integrations.chunks import Chunk
 from nest_integrations.sentences import count_words
 
-__all__ = ["CopiedSpan", "find_spans", "find_runs", "citations_of"]
+__all__ = ["CopiedSpan", "RunTracker", "find_spans", "find_runs", "citations_of"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,68 @@ def find_runs(
                 spans.append(span)
         i = j + 1
     return spans
+
+
+class RunTracker:
+    """Copied runs of a response that grows one token at a time, each made into a span once.
+
+    The streaming counterpart of :func:`find_spans`: :meth:`push` looks only at the open run (the run
+    the last token belongs to), and when a token does not continue it, that run is closed and, if it
+    is a citation (≥ 2 tokens and ≥ ``min_words`` whole words), its span is made once and appended to
+    :attr:`citations`. :attr:`citations` in order then equal ``find_spans(..., closed_upto=n)`` over
+    the first ``n`` tokens, and adding :meth:`open_citation` gives ``find_spans`` without ``closed_upto``.
+
+    Args:
+        chunks: request chunk → :class:`Chunk`; chunk_offsets: request chunk → (L, 2) char offsets.
+        min_words: the citation minimum (``min_citation_words``).
+    """
+
+    def __init__(self, chunks: Sequence[Chunk], chunk_offsets: Sequence[Any], min_words: int = 1) -> None:
+        self.chunks = chunks
+        self.chunk_offsets = chunk_offsets
+        self.min_words = min_words
+        self.sources: list[tuple[int, int] | None] = []
+        self.ends: list[int] = []
+        self.citations: list[CopiedSpan] = []
+        self.citation_ends: list[int] = []  # response_end of each citation (for bisection)
+        self.any_copied = False
+        self._open: int | None = None  # index of the open run's first token
+
+    def push(self, source: tuple[int, int] | None, end: int, response: str) -> None:
+        """Add one token: its source (or None), the response length up to and including it, the response."""
+        n = len(self.sources)
+        if self._open is not None:
+            last = self.sources[n - 1]
+            assert last is not None
+            if source is None or source[0] != last[0] or source[1] != last[1] + 1:
+                self._close(self._open, n - 1, response)
+                self._open = None
+        self.sources.append(source)
+        self.ends.append(end)
+        if source is not None:
+            self.any_copied = True
+            if self._open is None:
+                self._open = n
+
+    def _citation(self, i: int, j: int, response: str) -> CopiedSpan | None:
+        if j - i + 1 < 2:
+            return None
+        span = _make_span(i, j, self.sources, self.ends, response, self.chunks, self.chunk_offsets)
+        if span is None or count_words(span.text) < self.min_words:
+            return None
+        return span
+
+    def _close(self, i: int, j: int, response: str) -> None:
+        span = self._citation(i, j, response)
+        if span is not None:
+            self.citations.append(span)
+            self.citation_ends.append(span.response_end)
+
+    def open_citation(self, response: str) -> CopiedSpan | None:
+        """The span of the open run as it stands, if it is a citation (recomputed: O(run length))."""
+        if self._open is None:
+            return None
+        return self._citation(self._open, len(self.sources) - 1, response)
 
 
 def _make_span(i, j, token_sources, token_ends, response, chunks, chunk_offsets) -> CopiedSpan | None:

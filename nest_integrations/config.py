@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nest_integrations.errors import ConfigError
+from nest_integrations.errors import ConfigError, FrozenConfigError
 
 __all__ = ["NestConfig", "Method"]
 
@@ -18,13 +18,15 @@ Method = Literal["nest", "ra-nest", "knnlm", "ra", "base"]
 
 
 class NestConfig(BaseModel):
-    """All NEST hyperparameters, validated on construction and on assignment.
+    """All NEST hyperparameters in one frozen, validated object.
 
-    Out-of-range values raise :class:`~nest_integrations.errors.ConfigError` naming the field.
-    Use :meth:`NestConfig.make` (or ``NestConfig(**kwargs)``) and :meth:`replace` for variants.
+    Out-of-range values raise :class:`~nest_integrations.errors.ConfigError` naming the field. A config
+    never changes once made (so one engine can share it between threads): assigning to a field raises
+    :class:`~nest_integrations.errors.FrozenConfigError`; make variants with :meth:`replace`, which
+    validates the changes like the constructor does.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # --- what runs -------------------------------------------------------------------------
     method: Method = Field(
@@ -166,7 +168,9 @@ class NestConfig(BaseModel):
 
     # --- generation --------------------------------------------------------------------------
     max_new_tokens: int = Field(128, description="Maximum tokens generated (> 0).")
-    stop: list[str] = Field(default_factory=list, description="Stop strings (not included in the output).")
+    stop: tuple[str, ...] = Field(
+        (), description="Stop strings (not included in the output); a list is accepted and kept as a tuple."
+    )
     system_prompt: str | None = Field(
         None, description="System message for chat models (None = the chat template's default)."
     )
@@ -180,7 +184,7 @@ class NestConfig(BaseModel):
 
     @field_validator("stop")
     @classmethod
-    def _nonempty_stops(cls, v: list[str]) -> list[str]:
+    def _nonempty_stops(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if any(s == "" for s in v):
             raise ValueError("stop strings must be non-empty")
         return v
@@ -192,13 +196,21 @@ class NestConfig(BaseModel):
             raise ConfigError(_explain(exc)) from None
 
     def __setattr__(self, name: str, value: object) -> None:
-        try:
-            super().__setattr__(name, value)
-        except ValidationError as exc:
-            raise ConfigError(_explain(exc)) from None
+        raise FrozenConfigError(
+            f"NestConfig is frozen: cannot set {name!r}; make a variant with config.replace({name}=...)"
+        )
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenConfigError(f"NestConfig is frozen: cannot delete {name!r}")
 
     def replace(self, **changes: object) -> NestConfig:
-        """Return a validated copy with ``changes`` applied."""
+        """A new config with ``changes`` applied, validated like the constructor (this one is unchanged).
+
+        Raises:
+            ConfigError: a change names an unknown field or an out-of-range value.
+        """
+        if not changes:
+            return self
         return NestConfig(**{**self.model_dump(), **changes})
 
     @property

@@ -6,23 +6,26 @@ encoded now) → decoding loop → text + copied spans + statistics.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nest_integrations.attribution import CopiedSpan, citations_of, find_runs, find_spans
+from nest_integrations.attribution import CopiedSpan, RunTracker, citations_of, find_runs, find_spans
 from nest_integrations.chunks import Chunk, Document, chunks_from_documents, validate_chunks
+from nest_integrations.concurrency import model_gate
 from nest_integrations.config import NestConfig
 from nest_integrations.decoding.cache import check_rollback
+from nest_integrations.decoding.detokenize import IncrementalDetokenizer
 from nest_integrations.decoding.loop import NestDecoder
-from nest_integrations.errors import ConfigError, PromptTooLongError
+from nest_integrations.errors import ConfigError, PromptTooLongError, RequestCancelledError
 from nest_integrations.models import LoadedModel, load_model
 from nest_integrations.prompts import Message, render_prompt, retrieval_query_of, to_messages, with_context
 from nest_integrations.retrieval import PassageRetriever, make_retriever
-from nest_integrations.sentences import split_sentences
-from nest_integrations.store import KeyEncoder, TokenStore
+from nest_integrations.sentences import SentenceScanner, split_sentences
+from nest_integrations.store import ChunkKeys, KeyEncoder, TokenStore
 from nest_integrations.support import SentenceSupport, label_sentences
 
 __all__ = ["NestEngine", "NestResult", "NestDelta", "GenerationStats", "RetrievedPassage"]
@@ -175,6 +178,11 @@ class NestEngine:
         token_store: keys of ``chunks`` kept elsewhere (a :class:`~nest_integrations.datastore.Datastore`);
             index ``i`` of the store must be ``chunks[i]``.
 
+    One engine may serve many threads and asyncio tasks at once: requests take turns on the model
+    through its gate (:func:`~nest_integrations.concurrency.model_gate`), step by step, and each returns
+    exactly what it returns alone; the adapters hold no locks of their own. See
+    :mod:`nest_integrations.concurrency` for the contract and :meth:`stream` for cancellation.
+
     Raises:
         UnsupportedModelError: the model's cache cannot be rolled back after a rejected draft (recurrent
             state, or no default dynamic cache; :func:`~nest_integrations.decoding.cache.check_rollback`).
@@ -195,11 +203,17 @@ class NestEngine:
         self.config = config or NestConfig()
         self.chunks = validate_chunks(chunks)
         self.encoder = KeyEncoder(lm, self.config.key_layer)
-        self.token_store = token_store if token_store is not None else TokenStore(len(self.chunks), self._encode_chunks)
+        # the one place that decides how requests share the model (and the tokenizer, and this engine's
+        # caches): everything a request computes runs with this gate held
+        self._gate = model_gate(lm.model)
+        self.token_store = (
+            token_store
+            if token_store is not None
+            else TokenStore(len(self.chunks), self._encode_chunks, lock=self._gate)
+        )
         self._retriever = retriever
         self._sentence_emb: dict[int, Any] = {}
         self._idf: tuple[int, dict[str, float]] | None = None
-        self._idf_lock = threading.Lock()
         if precompute_keys:
             self.token_store.precompute()
 
@@ -217,13 +231,17 @@ class NestEngine:
         """Split documents into chunks (exact offsets) and build an engine; ``lm`` defaults to the default model."""
         return cls(lm or load_model(), chunks_from_documents(documents, chunk_size=chunk_size), config, **kwargs)
 
-    def _encode_chunks(self, indices: Sequence[int]):
-        return self.encoder.encode([self.chunks[i].text for i in indices])
+    def _encode_chunks(self, indices: Sequence[int]) -> list[ChunkKeys]:
+        with self._gate:
+            return self.encoder.encode([self.chunks[i].text for i in indices])
 
     @property
     def retriever(self) -> PassageRetriever:
+        """The passage stage (built on first use)."""
         if self._retriever is None:
-            self._retriever = make_retriever([c.text for c in self.chunks], self.config.retriever)
+            with self._gate:
+                if self._retriever is None:
+                    self._retriever = make_retriever([c.text for c in self.chunks], self.config.retriever)
         return self._retriever
 
     # ---- one request -----------------------------------------------------------------
@@ -237,6 +255,10 @@ class NestEngine:
         """
         if k <= 0:
             return []
+        with self._gate:
+            return self._retrieve(query, k, exclude_doc_ids)
+
+    def _retrieve(self, query: str, k: int, exclude_doc_ids: Collection[str]) -> list[tuple[int, float]]:
         excluded = set(exclude_doc_ids)
         n_excluded = sum(1 for c in self.chunks if c.doc_id in excluded) if excluded else 0
         fetch = min(len(self.chunks), k + n_excluded)
@@ -263,6 +285,17 @@ class NestEngine:
         Raises:
             PromptTooLongError: prompt + ``max_new_tokens`` exceed the model's context window.
         """
+        with self._gate:
+            return self._prepare(prompt, retrieval_query, raw, exclude_doc_ids, overrides)
+
+    def _prepare(
+        self,
+        prompt: str | Sequence[Message],
+        retrieval_query: str | None,
+        raw: bool,
+        exclude_doc_ids: Collection[str],
+        overrides: dict[str, Any],
+    ) -> tuple[list[int], list[tuple[int, float]], NestConfig]:
         cfg = self.config.replace(**overrides) if overrides else self.config
         if cfg.key_layer != self.config.key_layer:
             raise ConfigError("key_layer cannot change per call: the token store was built for another layer")
@@ -291,12 +324,22 @@ class NestEngine:
         retrieval_query: str | None = None,
         raw: bool = False,
         exclude_doc_ids: Collection[str] = (),
+        cancel: threading.Event | None = None,
         **overrides: Any,
     ) -> NestResult:
-        """Answer ``prompt`` (a question or chat messages); see :meth:`stream` for the arguments."""
+        """Answer ``prompt`` (a question or chat messages); see :meth:`stream` for the arguments.
+
+        Raises:
+            RequestCancelledError: ``cancel`` was set before the answer was complete.
+        """
         result = None
         for delta in self.stream(
-            prompt, retrieval_query=retrieval_query, raw=raw, exclude_doc_ids=exclude_doc_ids, **overrides
+            prompt,
+            retrieval_query=retrieval_query,
+            raw=raw,
+            exclude_doc_ids=exclude_doc_ids,
+            cancel=cancel,
+            **overrides,
         ):
             result = delta.result or result
         assert result is not None
@@ -309,18 +352,63 @@ class NestEngine:
         retrieval_query: str | None = None,
         raw: bool = False,
         exclude_doc_ids: Collection[str] = (),
+        cancel: threading.Event | None = None,
         **overrides: Any,
     ) -> Iterator[NestDelta]:
         """Stream the answer as :class:`NestDelta` pieces; the last one carries the :class:`NestResult`.
+
+        Safe to call from many threads at once (see :mod:`nest_integrations.concurrency`): the request
+        holds its model's gate while it computes and releases it before each delta it yields, so
+        requests take turns step by step and each returns what it would return alone. Closing the
+        generator (or dropping it) stops decoding before the next step.
 
         Args:
             prompt: a question, or chat messages (``role``/``content`` dicts).
             retrieval_query: text used to retrieve passages (default: the last user message).
             raw: feed the text without the chat template (completion mode).
             exclude_doc_ids: documents the passage stage must not return for this call.
+            cancel: an event that stops the request when set, from any thread: decoding ends within one
+                step (one forward pass) and the stream raises :class:`RequestCancelledError`.
             overrides: :class:`NestConfig` fields for this call only (e.g. ``max_new_tokens=64``).
+
+        Raises:
+            RequestCancelledError: ``cancel`` was set before the answer was complete.
+        """
+        steps = self._stream(prompt, retrieval_query, raw, exclude_doc_ids, cancel, overrides)
+        try:
+            while True:
+                if not self._gate.acquire(cancel):
+                    raise RequestCancelledError("the request was cancelled while it waited for the model")
+                try:
+                    delta = next(steps, None)
+                finally:
+                    self._gate.release()
+                if delta is None:
+                    return
+                yield delta  # never with the gate held: a slow consumer does not hold up other requests
+        finally:
+            steps.close()
+
+    def _stream(
+        self,
+        prompt: str | Sequence[Message],
+        retrieval_query: str | None,
+        raw: bool,
+        exclude_doc_ids: Collection[str],
+        cancel: threading.Event | None,
+        overrides: dict[str, Any],
+    ) -> Iterator[NestDelta]:
+        """The work of :meth:`stream`, resumed with the model gate held.
+
+        Linear in the answer: each committed token is detokenised alone
+        (:class:`~nest_integrations.decoding.detokenize.IncrementalDetokenizer`), copied runs are made
+        into spans as they close (:class:`~nest_integrations.attribution.RunTracker`), stop strings are
+        searched for in the new text only, and the stop policy scans only the new sentences
+        (:class:`_SentencePolicy`). The last step (a cut) and the final result recompute over the whole
+        answer once.
         """
         t_start = time.perf_counter()
+        _check_cancel(cancel)
         stats = GenerationStats()
         prompt_ids, hits, cfg = self.prepare(
             prompt, retrieval_query=retrieval_query, raw=raw, exclude_doc_ids=exclude_doc_ids, **overrides
@@ -356,19 +444,22 @@ class NestEngine:
 
         decoder = NestDecoder(self.lm, cfg)
         eos = self.lm.eos_token_ids
-        tok = self.lm.tokenizer
+        # a chat answer does not start with the space its first (copied) token carries
+        detok = IncrementalDetokenizer(self.lm.tokenizer, lstrip=not raw)
+        offsets = [store.chunks[c][1].offsets for c in range(len(req_chunks))] if store is not None else []
+        runs = RunTracker(req_chunks, offsets, cfg.min_citation_words)
+        sources, ends = runs.sources, runs.ends  # per token: its source and the answer's length up to it
         ids: list[int] = []
-        sources: list[tuple[int, int] | None] = []
-        ends: list[int] = []
         text = ""
-        emitted = 0
+        emitted = 0  # characters of text streamed so far
+        searched = 0  # characters of text already searched for stop strings
         n_spans_emitted = 0
         finish = "length"
         holdback = max((len(s) for s in cfg.stop), default=1) - 1
         # with the support gate on, nothing is streamed before the first sentence is judged
         gate = answers_questions and cfg.abstain == "retrieval+support"
         sentence_policy = answers_questions and (cfg.max_sentences is not None or cfg.stop_after_cited_sentence)
-        offsets = [store.chunks[c][1].offsets for c in range(len(req_chunks))] if store is not None else []
+        policy = _SentencePolicy(cfg) if sentence_policy or gate else None
         first_draft = None
         if store is not None and best is not None and best[1] >= 0 and cfg.answer_draft == "best_sentence":
             idx_in_request = [i for i, _ in hits[: cfg.passages]]
@@ -379,15 +470,14 @@ class NestEngine:
                 if starts:
                     first_draft = (c, starts[0])
         gen = decoder.run(
-            prompt_ids, store, cfg.max_new_tokens, chunk_docs=[c.doc_id for c in req_chunks], first_draft=first_draft
+            prompt_ids,
+            store,
+            cfg.max_new_tokens,
+            chunk_docs=[c.doc_id for c in req_chunks],
+            first_draft=first_draft,
+            cancel=cancel,
         )
         abstained = False
-
-        def decode(token_ids: list[int]) -> str:
-            # a chat answer does not start with the space its first (copied) token carries
-            out = tok.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            return out if raw else out.lstrip()
-
         try:
             for commits in gen:
                 done = False
@@ -396,26 +486,40 @@ class NestEngine:
                         finish, done = "eos", True
                         break
                     ids.append(c.token)
-                    sources.append(c.source)
-                    ends.append(len(decode(ids)))
+                    text += detok.push(c.token)
+                    runs.push(c.source, len(text), text)
                 if not stats.first_token_s:
                     stats.first_token_s = time.perf_counter() - t_start
-                text = decode(ids)
-                cut = _find_stop(text, cfg.stop, max(0, emitted - holdback))
-                if cut is not None:
-                    text, finish, done = text[:cut], "stop", True
-                if sentence_policy:
-                    cut = self._sentence_stop(cfg, text, sources, ends, req_chunks, offsets)
+                # a cut (stop string, sentence end) ends the answer: that last step looks at the whole text
+                was_cut = False
+                if cfg.stop:
+                    # a stop string that ended before the last search's end would have been found then
+                    cut = _find_stop(text, cfg.stop, max(0, searched - holdback))
+                    searched = len(text)
                     if cut is not None:
-                        text, finish, done = text[:cut], "sentence", True
+                        text, finish, done, was_cut = text[:cut], "stop", True, True
+                if policy is not None and not was_cut:
+                    policy.feed(text)
+                if sentence_policy:
+                    assert policy is not None
+                    if was_cut:
+                        cut = self._sentence_stop(cfg, text, sources, ends, req_chunks, offsets)
+                    else:
+                        cut = policy.stop(text, runs)
+                    if cut is not None:
+                        text, finish, done, was_cut = text[:cut], "sentence", True, True
                 if gate:
-                    sents = split_sentences(text)
-                    first_done = len(sents) > 1 or done or (sents and _complete(text, sents[0]))
+                    assert policy is not None
+                    if was_cut:
+                        sents = split_sentences(text)
+                        n_sents, first = len(sents), (sents[0] if sents else None)
+                    else:
+                        n_sents, first = policy.count(text), policy.first(text)
+                    first_done = n_sents > 1 or done or (first is not None and _complete(text, first))
                     if not first_done and len(ids) < cfg.max_new_tokens:
                         continue
                     gate = False
-                    if sents:
-                        first = sents[0]
+                    if first is not None:
                         spans = find_spans(sources, ends, text, req_chunks, offsets, min_words=cfg.min_citation_words)
                         label = label_sentences(text[: first[1]], spans, hit_chunks)[0]
                         if label.support == "unsupported":
@@ -427,16 +531,16 @@ class NestEngine:
                 while safe > emitted and text[safe - 1] == "\ufffd":
                     safe -= 1
                 if safe > emitted:
-                    spans = find_spans(
-                        sources, ends, text[:safe], req_chunks, offsets, closed_upto=len(ids),
-                        min_words=cfg.min_citation_words,
-                    )
-                    new_spans = [s for s in spans[n_spans_emitted:] if s.response_end <= safe]
-                    n_spans_emitted += len(new_spans)
-                    yield NestDelta(text[emitted:safe], new_spans)
+                    # the spans of the runs closed so far, as far as the text streamed now reaches
+                    cits = runs.citations
+                    first_new = n_spans_emitted
+                    while n_spans_emitted < len(cits) and cits[n_spans_emitted].response_end <= safe:
+                        n_spans_emitted += 1
+                    yield NestDelta(text[emitted:safe], cits[first_new:n_spans_emitted])
                     emitted = safe
         finally:
             gen.close()
+        _check_cancel(cancel)
         stats.forward_passes = decoder.stats.forward_passes
         stats.tokens_drafted = decoder.stats.tokens_drafted
         stats.tokens_accepted = decoder.stats.tokens_accepted
@@ -449,13 +553,14 @@ class NestEngine:
                 stats.first_token_s = stats.total_s
             yield self._abstention(cfg, stats, passages, relevance, "support", query)
             return
-        # a generation cut inside a multi-byte character leaves a replacement character: drop it
         text = text.rstrip("\ufffd")
-        # tokens wholly after a cut (stop string, sentence end) are not part of the answer
-        n_keep = sum(1 for i in range(len(ids)) if (ends[i - 1] if i else 0) < len(text))
+        # the answer's tokens are those with at least one character in it: a token the cut (stop string,
+        # sentence end) falls inside is, tokens that start at or after the cut are not (nor in the usage)
+        n_keep = bisect.bisect_left(ends, len(text)) + 1 if text else 0
+        n_keep = min(n_keep, len(ids))
         ids, sources, ends = ids[:n_keep], sources[:n_keep], ends[:n_keep]
-        runs = find_runs(sources, ends, text, req_chunks, offsets)
-        spans = citations_of(runs, cfg.min_citation_words)
+        runs_all = find_runs(sources, ends, text, req_chunks, offsets)
+        spans = citations_of(runs_all, cfg.min_citation_words)
         stats.output_tokens = len(ids)
         stats.span_lengths = [s.n_tokens for s in spans]
         stats.copied_tokens = sum(stats.span_lengths)
@@ -471,7 +576,7 @@ class NestEngine:
             passages=passages,
             method=cfg.method,
             sentences=label_sentences(text, spans, hit_chunks),
-            runs=runs,
+            runs=runs_all,
             relevance=relevance,
             retrieval_query=query,
         )
@@ -513,6 +618,10 @@ class NestEngine:
         (:meth:`relevance`). (-1.0, -1, (0, 0)) when the chunks hold no sentence. Sentence embeddings and the
         corpus IDF table are cached.
         """
+        with self._gate:
+            return self._best_sentence(query, chunk_indices)
+
+    def _best_sentence(self, query: str, chunk_indices: Sequence[int]) -> tuple[float, int, tuple[int, int]]:
         import numpy as np
 
         from nest_integrations.answer_selection import SentenceRanker, idf_table
@@ -538,10 +647,9 @@ class NestEngine:
             for i in missing:
                 sent = emb[[n for n, o in enumerate(owners) if o == i]]
                 self._sentence_emb[i] = (sent, emb[owners.index(-1 - i)])
-        with self._idf_lock:
-            if self._idf is None or self._idf[0] != len(self.chunks):
-                self._idf = (len(self.chunks), idf_table([c.text for c in self.chunks]))
-            idf = self._idf[1]
+        if self._idf is None or self._idf[0] != len(self.chunks):
+            self._idf = (len(self.chunks), idf_table([c.text for c in self.chunks]))
+        idf = self._idf[1]
         q = enc.encode([query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
         ranker = SentenceRanker(enc, idf=idf)
         ranked, support = ranker.rank(
@@ -590,3 +698,99 @@ def _find_stop(text: str, stops: Sequence[str], start: int) -> int | None:
         if i >= 0 and (best is None or i < best):
             best = i
     return best
+
+
+class _SentencePolicy:
+    """The stop policy's view of a growing answer, kept up to date step by step.
+
+    :meth:`stop` returns what :meth:`NestEngine._sentence_stop` returns for the same text, but scans only
+    the new text for sentences and checks only what changed since the last step: the sentences that
+    became complete against every citation, and the citations that appeared (runs closed since, and the
+    open run) against the sentences checked before. Pairs checked at an earlier step did not overlap, or
+    the answer would have stopped there. The text must only grow between calls (a cut ends the answer).
+    """
+
+    def __init__(self, cfg: NestConfig) -> None:
+        self.cfg = cfg
+        self.scanner = SentenceScanner()
+        self._stable_seen = 0  # complete settled sentences already checked against every citation
+        self._cits_seen = 0  # closed citations already checked against every complete sentence
+
+    def feed(self, text: str) -> None:
+        self.scanner.feed(text)
+
+    def count(self, text: str) -> int:
+        """``len(split_sentences(text))``."""
+        return len(self.scanner.closed) + (self.scanner.tail(text) is not None)
+
+    def first(self, text: str) -> tuple[int, int] | None:
+        """``split_sentences(text)[0]`` (None when there is no sentence)."""
+        closed = self.scanner.closed
+        return closed[0] if closed else self.scanner.tail(text)
+
+    def _complete(self, text: str) -> tuple[int, tuple[int, int] | None]:
+        """The complete sentences: how many of the closed ones (a prefix), and the last one if it is complete."""
+        closed = self.scanner.closed
+        tail = self.scanner.tail(text)
+        if tail is not None:
+            return len(closed), (tail if _complete(text, tail) else None)
+        if closed and not _complete(text, closed[-1]):
+            return len(closed) - 1, None  # the last sentence counts once something follows it
+        return len(closed), None
+
+    def stop(self, text: str, runs: RunTracker) -> int | None:
+        """Where the stop policy ends the answer (a sentence end), or None to go on."""
+        cfg = self.cfg
+        n_stable, tail = self._complete(text)
+        if not n_stable and tail is None:
+            return None
+        closed = self.scanner.closed
+        if cfg.stop_after_cited_sentence and runs.any_copied:
+            end = self._first_cited(text, runs, n_stable, tail)
+            if end is not None:
+                return end
+        n_complete = n_stable + (tail is not None)
+        if cfg.max_sentences is not None and n_complete >= cfg.max_sentences:
+            k = cfg.max_sentences - 1
+            if k < n_stable:
+                return closed[k][1]
+            assert tail is not None
+            return tail[1]
+        return None
+
+    def _first_cited(
+        self, text: str, runs: RunTracker, n_stable: int, tail: tuple[int, int] | None
+    ) -> int | None:
+        """End of the first complete sentence that overlaps a citation, or None."""
+        closed, sent_ends = self.scanner.closed, self.scanner.closed_ends
+        cits = runs.citations
+        open_cit = runs.open_citation(text)
+        fresh = cits[self._cits_seen :] + ([open_cit] if open_cit is not None else [])
+        seen = self._stable_seen
+        hit: int | None = None
+        for sp in fresh:  # new citations against the sentences checked before
+            k = bisect.bisect_right(sent_ends, sp.response_start, 0, seen)
+            if k < seen and closed[k][0] < sp.response_end and (hit is None or k < hit):
+                hit = k
+        if hit is None:  # new complete sentences against every citation
+            hit = next((k for k in range(seen, n_stable) if _overlaps(closed[k], runs, open_cit)), None)
+        self._stable_seen, self._cits_seen = n_stable, len(cits)
+        if hit is not None:
+            return closed[hit][1]
+        if tail is not None and _overlaps(tail, runs, open_cit):
+            return tail[1]
+        return None
+
+
+def _overlaps(sentence: tuple[int, int], runs: RunTracker, open_cit: CopiedSpan | None) -> bool:
+    """Whether a citation (closed, or the open run's) overlaps ``sentence`` in the response."""
+    st, en = sentence
+    m = bisect.bisect_right(runs.citation_ends, st)
+    if m < len(runs.citations) and runs.citations[m].response_start < en:
+        return True
+    return open_cit is not None and open_cit.response_start < en and open_cit.response_end > st
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise RequestCancelledError("the request was cancelled")

@@ -10,6 +10,7 @@ __all__ = [
     "EvalDataError",
     "NestError",
     "ConfigError",
+    "FrozenConfigError",
     "ModelNotFoundError",
     "EmptyCorpusError",
     "EmptyQuestionError",
@@ -18,6 +19,7 @@ __all__ = [
     "OffsetError",
     "DuplicateIdError",
     "UnsupportedModelError",
+    "RequestCancelledError",
 ]
 
 
@@ -27,6 +29,15 @@ class NestError(Exception):
 
 class ConfigError(NestError, ValueError):
     """A configuration value is out of range or inconsistent."""
+
+
+class FrozenConfigError(ConfigError, AttributeError):
+    """An attempt to change a field of a :class:`~nest_integrations.config.NestConfig` in place
+    (configs are frozen: use ``config.replace(field=value)``)."""
+
+
+class RequestCancelledError(NestError):
+    """A request was cancelled (its stream closed, its asyncio task cancelled) before it finished."""
 
 
 class ModelNotFoundError(NestError, FileNotFoundError):

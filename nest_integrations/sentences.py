@@ -20,13 +20,16 @@ letters count), or a ``.`` / ``,`` between two digits (``3.5``, ``1,000`` are on
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Callable
 
 __all__ = [
     "ABBREVIATIONS",
     "is_word_char",
     "on_word_boundary",
     "split_sentences",
+    "SentenceScanner",
     "count_words",
     "words",
 ]
@@ -84,28 +87,30 @@ def _is_abbreviation(text: str, dot: int) -> bool:
     return word in ABBREVIATIONS
 
 
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """``(start, end)`` of every sentence of ``text``, in order, whitespace around them excluded.
-
-    See the module docstring for the rule. Text after the last terminator is a sentence too (an
-    unfinished one, when the text is still being generated).
-    """
-    out: list[tuple[int, int]] = []
+def _scan(
+    text: str,
+    i: int,
+    start: int | None,
+    last: int,
+    on_close: Callable[[int, int], None],
+    on_start: Callable[[int], None] | None = None,
+) -> tuple[int, int | None, int]:
+    """The sentence rule as a resumable scan: from character ``i`` with the open sentence's ``start`` (or
+    None) and the end of its last non-space character ``last``, report each settled sentence to
+    ``on_close`` (and each sentence start to ``on_start``); returns the state to resume from. It stops
+    before a terminator that reaches the end of ``text`` (the next character decides)."""
     n = len(text)
-    i = 0
-    start = None
     while i < n:
         ch = text[i]
         if start is None:
             if not ch.isspace():
-                start = i
+                start, last = i, i + 1
+                if on_start is not None:
+                    on_start(i)
             i += 1
             continue
         if ch in _LINE_BREAK:
-            end = i
-            while end > start and text[end - 1].isspace():
-                end -= 1
-            out.append((start, end))
+            on_close(start, last)
             start = None
             i += 1
             continue
@@ -113,20 +118,85 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
             m = _TERMINATOR_RE.match(text, i)
             assert m is not None
             end = m.end()
-            followed = end >= n or text[end].isspace()
-            if followed and not (ch == "." and m.group() == "." and _is_abbreviation(text, i)):
-                out.append((start, end))
+            if end >= n:
+                break
+            if text[end].isspace() and not (ch == "." and m.group() == "." and _is_abbreviation(text, i)):
+                on_close(start, end)
                 start = None
+            else:
+                last = end
             i = end
             continue
+        if not ch.isspace():
+            last = i + 1
         i += 1
-    if start is not None:
-        end = n
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if end > start:
-            out.append((start, end))
-    return out
+    return i, start, last
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every sentence of ``text``, in order, whitespace around them excluded.
+
+    See the module docstring for the rule. Text after the last terminator is a sentence too (an
+    unfinished one, when the text is still being generated).
+    """
+    scanner = SentenceScanner()
+    scanner.feed(text)
+    return scanner.sentences(text)
+
+
+class SentenceScanner:
+    """:func:`split_sentences` for a text that grows at its end, at a cost linear in the text.
+
+    Call :meth:`feed` with the whole text each time it grows (only the new part is scanned);
+    :attr:`closed` holds the sentences that are settled (their end cannot change, whatever follows),
+    :meth:`tail` the unfinished last one as the text stands, and :meth:`sentences` both, which is
+    ``split_sentences(text)``.
+    """
+
+    def __init__(self) -> None:
+        self.closed: list[tuple[int, int]] = []
+        self.closed_ends: list[int] = []  # end of each closed sentence (for bisection)
+        self._i = 0  # next character to scan
+        self._start: int | None = None  # start of the open sentence
+        self._last = 0  # end of the open sentence's last non-space character
+
+    def _close(self, start: int, end: int) -> None:
+        self.closed.append((start, end))
+        self.closed_ends.append(end)
+
+    def feed(self, text: str) -> None:
+        """Scan ``text`` (the previous text with more at its end) as far as it settles."""
+        self._i, self._start, self._last = _scan(text, self._i, self._start, self._last, self._close)
+
+    def last_start(self, text: str, extra: str = "", upto: int | None = None) -> int:
+        """Start of the last sentence of ``text + extra`` that starts at or before ``upto`` (default: any),
+        0 if there is none, as :func:`split_sentences` gives them. ``text`` is the text last fed; only
+        ``extra`` (and a terminator waiting at the end of ``text``) is scanned, and nothing is recorded.
+        """
+        limit = len(text) + len(extra) if upto is None else upto
+        if extra or self._i < len(text):
+            starts: list[int] = []
+            _scan(text + extra, self._i, self._start, self._last, lambda s, e: None, starts.append)
+            found = next((s for s in reversed(starts) if s <= limit), None)
+            if found is not None:
+                return found
+        if self._start is not None and self._start <= limit:
+            return self._start
+        k = bisect.bisect_right(self.closed, limit, key=lambda sentence: sentence[0])
+        return self.closed[k - 1][0] if k else 0
+
+    def tail(self, text: str) -> tuple[int, int] | None:
+        """The unfinished last sentence of ``text`` (the text last fed), or None."""
+        if self._start is None:
+            return None
+        if self._i < len(text):  # stopped at a terminator that reaches the end of the text
+            return (self._start, len(text))
+        return (self._start, self._last)
+
+    def sentences(self, text: str) -> list[tuple[int, int]]:
+        """Every sentence of ``text`` (the text last fed): ``split_sentences(text)``."""
+        tail = self.tail(text)
+        return self.closed + [tail] if tail is not None else list(self.closed)
 
 
 def words(text: str) -> list[str]:

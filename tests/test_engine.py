@@ -100,3 +100,47 @@ def test_bad_input_gives_typed_errors(default_lm, file_engine):
         load_model("/nonexistent/model/dir")
     with pytest.raises(ModelNotFoundError):
         load_model("no-such-org/no-such-model-xyz")
+
+
+STREAM_QUESTIONS = ["What is Malmö?", "When did the Café Odeon open in Zürich?", "What is the Turning Torso?"]
+
+
+@pytest.mark.parametrize("q", STREAM_QUESTIONS)
+def test_streamed_pieces_concatenate_to_the_generated_answer(file_engine, q):
+    """Linear streaming leaves the output unchanged: the pieces add up to ``generate``'s text and spans."""
+    full = file_engine.generate(q)
+    text, spans, result = "", [], None
+    for d in file_engine.stream(q):
+        text += d.text
+        for s in d.spans:  # a span arrives with (or after) its text
+            assert s.response_end <= len(text) and text[s.response_start : s.response_end] == s.text
+        spans += d.spans
+        result = d.result or result
+    assert text == full.text == result.text
+    assert spans == full.spans == result.spans
+    assert result.token_ids == full.token_ids and result.finish_reason == full.finish_reason
+    assert result.sentences == full.sentences
+
+
+def test_tokens_after_a_stop_string_are_not_in_the_answer_or_its_usage(file_engine):
+    q = STREAM_QUESTIONS[2]
+    full = file_engine.generate(q, max_sentences=None, stop_after_cited_sentence=False)
+    words = full.text.split()
+    assert len(words) > 6
+    stop = " " + words[len(words) // 2]  # inside the answer: often inside a copied run, cut mid-step
+    cut_at = full.text.find(stop)
+    res = file_engine.generate(q, max_sentences=None, stop_after_cited_sentence=False, stop=[stop])
+    assert res.finish_reason == "stop" and res.text == full.text[:cut_at]
+    tok = file_engine.lm.tokenizer
+
+    def dec(ids):
+        return tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False).lstrip()
+
+    # exactly the tokens with a character in the answer: the last one has, none after it is kept
+    assert dec(res.token_ids).startswith(res.text) and len(dec(res.token_ids[:-1])) < len(res.text)
+    assert res.token_ids == full.token_ids[: len(res.token_ids)] and len(res.token_ids) < len(full.token_ids)
+    assert res.stats.output_tokens == len(res.token_ids)
+    assert all(s.response_end <= len(res.text) for s in res.spans + res.runs)
+    streamed = list(file_engine.stream(q, max_sentences=None, stop_after_cited_sentence=False, stop=[stop]))
+    assert "".join(d.text for d in streamed) == res.text
+    assert streamed[-1].result.token_ids == res.token_ids

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from nest_integrations.chunks import Chunk, Document, chunks_from_documents, validate_chunks
+from nest_integrations.concurrency import model_gate
 from nest_integrations.config import NestConfig
 from nest_integrations.datastore import persist
 from nest_integrations.errors import ConfigError, DatastoreError
@@ -162,7 +163,8 @@ class Datastore:
             self._encode_indices(indices)
             return [self._keys[i] for i in indices]  # type: ignore[misc]
 
-        ts = TokenStore(len(self.chunks), encode_fn)
+        # keys are computed with the model: encoding takes its turn on it like a request's decoding
+        ts = TokenStore(len(self.chunks), encode_fn, lock=model_gate(self.lm.model))
         for i, k in enumerate(self._keys):
             if k is not None:
                 ts.put(i, k)

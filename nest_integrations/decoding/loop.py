@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -147,6 +148,7 @@ class NestDecoder:
         max_new_tokens: int,
         chunk_docs: Sequence[str] | None = None,
         first_draft: tuple[int, int] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[list[Committed]]:
         """Decode up to ``max_new_tokens`` tokens after ``prompt_ids``; yields each step's commits.
 
@@ -165,6 +167,8 @@ class NestDecoder:
         ``first_draft``: (request chunk, token position) whose continuation is the first draft — the
         answer proposer's sentence (``answer_draft="best_sentence"``): its first token starts the answer
         (except in lossless mode), the rest is verified like any draft.
+        ``cancel``: checked before every forward pass; once it is set the generator ends (the caller
+        tells a cancelled run from a finished one by the event), so at most the pass under way completes.
         """
         cfg = self.cfg
         use_spans = cfg.method in ("nest", "ra-nest") and store is not None and len(store) > 0
@@ -190,6 +194,8 @@ class NestDecoder:
         # a cache rejected drafts can be cropped from (sliding-window layers record their past until the crop)
         cache = new_cache(self.lm.model)
         self.cache = cache  # exposed for inspection (tests check it against a fresh forward)
+        if cancel is not None and cancel.is_set():
+            return
         t0 = time.perf_counter()
         logits, hidden = self._forward(prompt_ids, cache, last_only=True)
         # linear-attention layers only know whether they can be rolled back once initialised (as in
@@ -208,6 +214,8 @@ class NestDecoder:
         generated = 0
         try:
             while generated < max_new_tokens:
+                if cancel is not None and cancel.is_set():
+                    return  # between steps: no further forward pass
                 remaining = max_new_tokens - generated
                 if not pending and cont is None:
                     # decision step at the current position (NEST.md §3.4); any copied run has ended

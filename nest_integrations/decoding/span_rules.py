@@ -18,12 +18,14 @@ All checks use :func:`nest_integrations.sentences.is_word_char` and
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from nest_integrations.sentences import is_word_char, split_sentences
+from nest_integrations.decoding.detokenize import IncrementalDetokenizer
+from nest_integrations.sentences import SentenceScanner, is_word_char
 from nest_integrations.store.token_store import RequestStore
 
 __all__ = ["SpanRules", "glue_table"]
@@ -85,11 +87,15 @@ class SpanRules:
         self._starts: dict[int, np.ndarray] = {}
         self._ends: dict[int, np.ndarray] = {}
         self._glue_end: dict[int, np.ndarray] = {}
-        self.ids: list[int] = []
-        self._text: str | None = ""
+        # the response so far, kept up to date at a constant cost per token (streaming stays linear)
+        self._detok = IncrementalDetokenizer(tokenizer)
+        self._text = ""
+        self._sentences = SentenceScanner()
         # per committed token: its source (None = generated) and where its text starts in the response
         self.sources: list[tuple[int, int] | None] = []
         self.starts: list[int] = []
+        self._copied: list[int] = []  # indices of the copied tokens, in order
+        self._copied_starts: list[int] = []  # and where their text starts (non-decreasing)
 
     # ---- per-chunk boundary tables ---------------------------------------------------------------
     def _tables(self, chunk: int) -> None:
@@ -134,44 +140,50 @@ class SpanRules:
     # ---- response state --------------------------------------------------------------------------
     @property
     def text(self) -> str:
-        if self._text is None:
-            self._text = self.tok.decode(self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        """The response so far (a character still cut between tokens is left out until it is whole)."""
         return self._text
 
-    def _with(self, token: int) -> str:
-        return self.tok.decode(self.ids + [token], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    @property
+    def ids(self) -> list[int]:
+        """The committed tokens."""
+        return self._detok.ids
 
     def observe(self, token: int, source: tuple[int, int] | None) -> int:
         """Record one committed token (in order); returns its index."""
-        before = len(self.text)
-        self.ids.append(token)
-        self._text = None
-        text = self.text
+        before = len(self._text)
+        self._text += self._detok.push(token)
+        text = self._text
         s = before
         while s < len(text) and text[s].isspace():
             s += 1
+        self._sentences.feed(text)
+        index = len(self.sources)
         self.sources.append(source)
         self.starts.append(s)
-        return len(self.ids) - 1
+        if source is not None:
+            self._copied.append(index)
+            self._copied_starts.append(s)
+        return index
 
     def revoke(self, index: int) -> None:
         """Token ``index`` turned out not to be a copy (its run was too short or cut a word)."""
+        if self.sources[index] is not None:
+            k = bisect.bisect_left(self._copied, index)  # a recent token: near the end
+            del self._copied[k], self._copied_starts[k]
         self.sources[index] = None
 
     @property
     def last_source(self) -> tuple[int, int] | None:
         return self.sources[-1] if self.sources else None
 
-    def _sentence_first_chunk(self, text: str, pos: int) -> int | None:
-        """The chunk of the first copied token of the sentence that holds character ``pos`` of ``text``."""
-        sent_start = 0
-        for st, _ in split_sentences(text):
-            if st <= pos:
-                sent_start = st
-        for src, st in zip(self.sources, self.starts, strict=True):
-            if src is not None and st >= sent_start:
-                return src[0]
-        return None
+    def _first_chunk_from(self, sent_start: int) -> int | None:
+        """The chunk of the first copied token whose text starts at or after ``sent_start``."""
+        k = bisect.bisect_left(self._copied_starts, sent_start)
+        if k == len(self._copied):
+            return None
+        src = self.sources[self._copied[k]]
+        assert src is not None
+        return src[0]
 
     def sentence_lock(self) -> torch.Tensor | None:
         """(M,) bool entries the mixture may use in the current sentence, or None (no restriction).
@@ -181,10 +193,13 @@ class SpanRules:
         """
         if self.sentence_source == "any":
             return None
-        text = self.text.rstrip()
-        if not text or text[-1] in ".!?\n" or text[-1] in "\"')]»”’" and len(text) > 1 and text[-2] in ".!?":
+        text = self._text
+        e = len(text)
+        while e > 0 and text[e - 1].isspace():
+            e -= 1
+        if not e or text[e - 1] in ".!?" or text[e - 1] in "\"')]»”’" and e > 1 and text[e - 2] in ".!?":
             return None  # the next token may start a new sentence
-        first = self._sentence_first_chunk(text, len(text) - 1)
+        first = self._first_chunk_from(self._sentences.last_start(text))
         if first is None:
             return None
         if self.sentence_source == "document":
@@ -200,16 +215,19 @@ class SpanRules:
             return False
         if not self.word_boundaries and self.sentence_source == "any":
             return True
-        before = self.text
-        combined = self._with(token)
-        s = len(before)
-        while s < len(combined) and combined[s].isspace():
-            s += 1
-        if self.word_boundaries and s < len(combined) and is_word_char(combined, s - 1):
-            return False
+        before = self._text
+        extra = self._detok.peek(token)  # what the response would be: before + extra
+        j = 0
+        while j < len(extra) and extra[j].isspace():
+            j += 1
+        s = len(before) + j
+        if self.word_boundaries and j < len(extra):
+            context = before[-2:]  # is_word_char looks one character either side
+            if is_word_char(context + extra, len(context) + j - 1):
+                return False
         if self.sentence_source == "any":
             return True
-        first = self._sentence_first_chunk(combined, s)
+        first = self._first_chunk_from(self._sentences.last_start(before, extra, upto=s))
         if first is None:
             return True
         if self.sentence_source == "document":

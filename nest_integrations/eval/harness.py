@@ -32,6 +32,7 @@ import torch
 
 from nest_integrations.attribution import CopiedSpan
 from nest_integrations.chunks import Document
+from nest_integrations.concurrency import model_gate
 from nest_integrations.config import NestConfig
 from nest_integrations.engine import NestEngine
 from nest_integrations.errors import ConfigError
@@ -192,7 +193,8 @@ class GenerateSystem:
             kwargs["prompt_lookup_num_tokens"] = self.prompt_lookup_num_tokens
         device = next(lm.model.parameters()).device
         ids = torch.tensor([prompt_ids], device=device)
-        with _ForwardCounter(lm.model) as counter, torch.inference_mode():
+        # the model's gate: this decoding takes its turn like the engine's requests do
+        with model_gate(lm.model), _ForwardCounter(lm.model) as counter, torch.inference_mode():
             out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
         gen = out[0, len(prompt_ids) :].tolist()
         finish = "length"

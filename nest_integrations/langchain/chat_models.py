@@ -12,7 +12,6 @@ sentence), ``abstained`` / ``abstain_reason``, ``truncated``, ``finish_reason``,
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
@@ -31,10 +30,10 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from nest_integrations._adapter_support import answer_labels, conversation_retrieval_query
-from nest_integrations._async import iterate_in_thread
+from nest_integrations._async import call_in_thread, iterate_in_thread
 from nest_integrations.attribution import CopiedSpan
 from nest_integrations.config import NestConfig
 from nest_integrations.engine import NestResult
@@ -176,6 +175,10 @@ class ChatNest(BaseChatModel):
     (cut by ``max_tokens``), ``finish_reason`` (``eos``, ``stop``, ``sentence``, ``length`` or
     ``abstained``) and ``relevance``.
 
+    One ChatNest (or several over one engine) may serve many threads and asyncio tasks at once: the
+    engine decides how requests share the model, and each returns what it returns alone. Cancelling an
+    ``ainvoke`` / ``astream`` task, or leaving a stream early, stops decoding within one step.
+
     Decoding is greedy (NEST's mixture); ``temperature`` must be ``None`` or ``0``. ``max_tokens`` and
     ``stop`` map to the engine's ``max_new_tokens`` and ``stop``; ``nest_config`` holds the other
     hyperparameters (:class:`~nest_integrations.config.NestConfig`).
@@ -199,8 +202,6 @@ class ChatNest(BaseChatModel):
     max_retries: int | None = None
     api_key: SecretStr | None = None
     streaming: bool = False
-
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -366,11 +367,19 @@ class ChatNest(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        return self._answer(messages, stop, kwargs, None)
+
+    def _answer(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        cancel: threading.Event | None,
+    ) -> ChatResult:
         msgs = to_nest_messages(messages)
         opts = self._call_options(stop, kwargs)
         query = self._query(msgs, opts)
-        with self._lock:
-            result = self.engine.generate(msgs, retrieval_query=query, **opts)
+        result = self.engine.generate(msgs, retrieval_query=query, cancel=cancel, **opts)
         citations = [] if result.abstained else [citation_dict(s) for s in result.spans]
         content: Any = result.text
         if self._v1():
@@ -389,16 +398,26 @@ class ChatNest(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        for chunk in self._chunks(messages, stop, kwargs, None):
+            if run_manager and chunk.message.text:
+                run_manager.on_llm_new_token(chunk.message.text, chunk=chunk)
+            yield chunk
+
+    def _chunks(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        cancel: threading.Event | None,
+    ) -> Iterator[ChatGenerationChunk]:
+        """The streamed chunks; no lock is held while one is yielded (the engine releases the model first)."""
         msgs = to_nest_messages(messages)
         opts = self._call_options(stop, kwargs)
         query = self._query(msgs, opts)
-        with self._lock:
-            for delta in self.engine.stream(msgs, retrieval_query=query, **opts):
-                chunk = self._chunk(delta, query)
-                if chunk is not None:
-                    if run_manager and delta.text:
-                        run_manager.on_llm_new_token(delta.text, chunk=chunk)
-                    yield chunk
+        for delta in self.engine.stream(msgs, retrieval_query=query, cancel=cancel, **opts):
+            chunk = self._chunk(delta, query)
+            if chunk is not None:
+                yield chunk
 
     def _chunk(self, delta: Any, query: str) -> ChatGenerationChunk | None:
         citations = [citation_dict(s) for s in delta.spans]
@@ -427,7 +446,7 @@ class ChatNest(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
+        return await call_in_thread(lambda cancel: self._answer(messages, stop, kwargs, cancel))
 
     async def _astream(
         self,
@@ -436,7 +455,7 @@ class ChatNest(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        async for item in iterate_in_thread(lambda: self._stream(messages, stop, None, **kwargs)):
+        async for item in iterate_in_thread(lambda cancel: self._chunks(messages, stop, kwargs, cancel)):
             if run_manager and item.message.text:
                 await run_manager.on_llm_new_token(item.message.text, chunk=item)
             yield item

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
 from nest_integrations._adapter_support import answer_labels
+from nest_integrations._async import call_in_thread, iterate_in_thread
 from nest_integrations.config import NestConfig
 from nest_integrations.engine import NestResult
 from nest_integrations.errors import ConfigError, EmptyQuestionError
@@ -33,6 +33,9 @@ class NestLLM(LLM):
     citations as they complete and the last one the rest, so the merged stream equals ``generate``.
     Raw completion prompts are continued, not answered: the stop policy and abstention apply with
     ``chat_template=True`` only. Streaming fires ``on_llm_new_token`` per text delta.
+
+    Safe to share between threads and asyncio tasks (the engine decides how requests share the model);
+    cancelling an async call or leaving a stream early stops decoding within one step.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -44,8 +47,6 @@ class NestLLM(LLM):
     retrieval_query: str | None = None
     max_tokens: int | None = None
     stop: list[str] | None = None
-
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -76,13 +77,16 @@ class NestLLM(LLM):
             opts["stop"] = stops
         return opts
 
-    def _run(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]):
+    def _run(
+        self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any], cancel: threading.Event | None = None
+    ) -> Iterator[Any]:
         if not prompt.strip():
             raise EmptyQuestionError("the prompt is empty")
         return self.engine.stream(
             prompt,
             raw=not self.chat_template,
             retrieval_query=self.retrieval_query or prompt,
+            cancel=cancel,
             **self._opts(stop, kwargs),
         )
 
@@ -93,14 +97,23 @@ class NestLLM(LLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
+        return self._generate_all(prompts, stop, run_manager, kwargs, None)
+
+    def _generate_all(
+        self,
+        prompts: list[str],
+        stop: list[str] | None,
+        run_manager: CallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+        cancel: threading.Event | None,
+    ) -> LLMResult:
         gens = []
         for prompt in prompts:
             result = None
-            with self._lock:
-                for delta in self._run(prompt, stop, kwargs):
-                    if delta.text and run_manager:
-                        run_manager.on_llm_new_token(delta.text)
-                    result = delta.result or result
+            for delta in self._run(prompt, stop, kwargs, cancel):
+                if delta.text and run_manager:
+                    run_manager.on_llm_new_token(delta.text)
+                result = delta.result or result
             assert result is not None
             info = {"citations": [] if result.abstained else [citation_dict(s) for s in result.spans], **_info(result)}
             gens.append([Generation(text=result.text, generation_info=info)])
@@ -122,19 +135,35 @@ class NestLLM(LLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        with self._lock:
-            for delta in self._run(prompt, stop, kwargs):
-                spans = [] if delta.result is not None and delta.result.abstained else delta.spans
-                info: dict[str, Any] = {"citations": [citation_dict(s) for s in spans]} if spans else {}
-                if delta.result is not None:
-                    info.update(_info(delta.result))
-                    info.setdefault("citations", [])
-                if not delta.text and not info:
-                    continue
-                chunk = GenerationChunk(text=delta.text, generation_info=info or None)
-                if run_manager and delta.text:
-                    run_manager.on_llm_new_token(delta.text, chunk=chunk)
-                yield chunk
+        for chunk in self._chunks(prompt, stop, kwargs, None):
+            if run_manager and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _chunks(
+        self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any], cancel: threading.Event | None
+    ) -> Iterator[GenerationChunk]:
+        for delta in self._run(prompt, stop, kwargs, cancel):
+            spans = [] if delta.result is not None and delta.result.abstained else delta.spans
+            info: dict[str, Any] = {"citations": [citation_dict(s) for s in spans]} if spans else {}
+            if delta.result is not None:
+                info.update(_info(delta.result))
+                info.setdefault("citations", [])
+            if not delta.text and not info:
+                continue
+            yield GenerationChunk(text=delta.text, generation_info=info or None)
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        async for chunk in iterate_in_thread(lambda cancel: self._chunks(prompt, stop, kwargs, cancel)):
+            if run_manager and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
     async def _agenerate(
         self,
@@ -143,7 +172,7 @@ class NestLLM(LLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        return await asyncio.to_thread(self._generate, prompts, stop, None, **kwargs)
+        return await call_in_thread(lambda cancel: self._generate_all(prompts, stop, None, kwargs, cancel))
 
 
 def _info(result: NestResult) -> dict[str, Any]:

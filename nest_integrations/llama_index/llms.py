@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from llama_index.core.llms.custom import CustomLLM
 from pydantic import Field, PrivateAttr
 
 from nest_integrations._adapter_support import answer_labels, conversation_retrieval_query
-from nest_integrations._async import iterate_in_thread
+from nest_integrations._async import call_in_thread, iterate_in_thread
 from nest_integrations.chunks import Chunk
 from nest_integrations.config import NestConfig
 from nest_integrations.errors import ConfigError, EmptyQuestionError
@@ -106,6 +105,10 @@ class NestLLM(CustomLLM):
 
     Build it with ``NestLLM(engine=...)``, or :meth:`from_index` to make an index's nodes the datastore
     (then, per call, the token store holds the nodes the synthesizer put into the prompt).
+
+    Safe to share between threads and asyncio tasks: the engine decides how requests share the model.
+    Cancelling an async call, or leaving ``astream_chat`` / ``astream_complete`` early, stops decoding
+    within one step.
     """
 
     model_name: str = Field(default="", description="model id (from the engine when empty)")
@@ -127,7 +130,6 @@ class NestLLM(CustomLLM):
     )
 
     _engine: Any = PrivateAttr()
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, engine: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -189,10 +191,12 @@ class NestLLM(CustomLLM):
             opts["max_new_tokens"] = int(n)
         return opts
 
-    def _stream(self, prompt: Any, query: str, raw: bool, kwargs: dict[str, Any]):
+    def _stream(
+        self, prompt: Any, query: str, raw: bool, kwargs: dict[str, Any], cancel: threading.Event | None = None
+    ) -> Any:
         if not query.strip():
             raise EmptyQuestionError("the prompt is empty")
-        return self._engine.stream(prompt, raw=raw, retrieval_query=query, **self._opts(kwargs))
+        return self._engine.stream(prompt, raw=raw, retrieval_query=query, cancel=cancel, **self._opts(kwargs))
 
     def _condensed(self, prompt: str) -> CompletionResponse | None:
         """The answer to a chat engine's condense-question prompt, or None for any other prompt."""
@@ -216,31 +220,33 @@ class NestLLM(CustomLLM):
         }
         return CompletionResponse(text=query, delta=query, additional_kwargs=extra)
 
-    def _complete_sync(self, prompt: str, kwargs: dict[str, Any]) -> CompletionResponse:
+    def _complete_sync(
+        self, prompt: str, kwargs: dict[str, Any], cancel: threading.Event | None = None
+    ) -> CompletionResponse:
         condensed = self._condensed(prompt)
         if condensed is not None:
             return condensed
-        with self._lock:
-            result = None
-            for d in self._stream(prompt, prompt, self.raw_completion, kwargs):
-                result = d.result or result
+        result = None
+        for d in self._stream(prompt, prompt, self.raw_completion, kwargs, cancel):
+            result = d.result or result
         assert result is not None
         return CompletionResponse(text=result.text, additional_kwargs=_extra(result))
 
-    def _stream_sync(self, prompt: str, kwargs: dict[str, Any]) -> CompletionResponseGen:
+    def _stream_sync(
+        self, prompt: str, kwargs: dict[str, Any], cancel: threading.Event | None = None
+    ) -> CompletionResponseGen:
         condensed = self._condensed(prompt)
         if condensed is not None:
             yield condensed
             return
         text = ""
-        with self._lock:
-            for d in self._stream(prompt, prompt, self.raw_completion, kwargs):
-                text += d.text
-                extra: dict[str, Any] = {"citations": [citation_dict(s) for s in d.spans]}
-                if d.result is not None:
-                    extra = _extra(d.result)
-                if d.text or d.result is not None or d.spans:
-                    yield CompletionResponse(text=text, delta=d.text, additional_kwargs=extra)
+        for d in self._stream(prompt, prompt, self.raw_completion, kwargs, cancel):
+            text += d.text
+            extra: dict[str, Any] = {"citations": [citation_dict(s) for s in d.spans]}
+            if d.result is not None:
+                extra = _extra(d.result)
+            if d.text or d.result is not None or d.spans:
+                yield CompletionResponse(text=text, delta=d.text, additional_kwargs=extra)
 
     # ---- completion -----------------------------------------------------------------------------
     @llm_completion_callback()
@@ -253,13 +259,13 @@ class NestLLM(CustomLLM):
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return await asyncio.to_thread(self._complete_sync, prompt, kwargs)
+        return await call_in_thread(lambda cancel: self._complete_sync(prompt, kwargs, cancel))
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        return iterate_in_thread(lambda: self._stream_sync(prompt, kwargs))
+        return iterate_in_thread(lambda cancel: self._stream_sync(prompt, kwargs, cancel))
 
     # ---- chat (the model's chat template) ---------------------------------------------------------
     def _messages(self, messages: Sequence[ChatMessage]) -> tuple[list[dict[str, str]], str]:
@@ -277,31 +283,33 @@ class NestLLM(CustomLLM):
         cfg = self.nest_config or self._engine.config
         return out, conversation_retrieval_query(out, self.conversation_query, cfg.conversation_query)
 
-    def _chat_sync(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
+    def _chat_sync(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], cancel: threading.Event | None = None
+    ) -> ChatResponse:
         msgs, query = self._messages(messages)
-        with self._lock:
-            result = None
-            for d in self._stream(msgs, query, False, kwargs):
-                result = d.result or result
+        result = None
+        for d in self._stream(msgs, query, False, kwargs, cancel):
+            result = d.result or result
         assert result is not None
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
             additional_kwargs=_extra(result, query),
         )
 
-    def _stream_chat_sync(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponseGen:
+    def _stream_chat_sync(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], cancel: threading.Event | None = None
+    ) -> ChatResponseGen:
         msgs, query = self._messages(messages)
         text = ""
-        with self._lock:
-            for d in self._stream(msgs, query, False, kwargs):
-                text += d.text
-                if d.result is not None:
-                    extra = _extra(d.result, query)
-                else:
-                    extra = {"citations": [citation_dict(s) for s in d.spans]}
-                yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=d.text, additional_kwargs=extra
-                )
+        for d in self._stream(msgs, query, False, kwargs, cancel):
+            text += d.text
+            if d.result is not None:
+                extra = _extra(d.result, query)
+            else:
+                extra = {"citations": [citation_dict(s) for s in d.spans]}
+            yield ChatResponse(
+                message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=d.text, additional_kwargs=extra
+            )
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -313,11 +321,11 @@ class NestLLM(CustomLLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await asyncio.to_thread(self._chat_sync, messages, kwargs)
+        return await call_in_thread(lambda cancel: self._chat_sync(messages, kwargs, cancel))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return iterate_in_thread(lambda: self._stream_chat_sync(messages, kwargs))
+        return iterate_in_thread(lambda cancel: self._stream_chat_sync(messages, kwargs, cancel))
 
 
 def _default_condense_templates() -> list[str]:

@@ -14,7 +14,7 @@ the retrieved ``passages``.
 
 from __future__ import annotations
 
-import asyncio
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -26,6 +26,7 @@ from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNode
 from pydantic import Field
 
 from nest_integrations._adapter_support import answer_labels
+from nest_integrations._async import call_in_thread
 from nest_integrations.config import NestConfig
 from nest_integrations.errors import ConfigError, EmptyQuestionError
 
@@ -81,6 +82,9 @@ class NestQueryEngine(CustomQueryEngine):
     ``streaming=True`` returns a ``StreamingResponse`` whose ``source_nodes`` and ``metadata`` are
     complete when the stream ends. See the module docs for ``Response.metadata`` (support labels,
     abstention, truncation).
+
+    Safe to share between threads and asyncio tasks (``aquery``): the engine decides how requests share
+    the model. Cancelling an ``aquery`` task stops decoding within one step.
     """
 
     engine: Any = Field(default=None, exclude=True)
@@ -174,18 +178,21 @@ class NestQueryEngine(CustomQueryEngine):
     def _node(self, span: Any, scores: dict[str, float]) -> NodeWithScore:
         return span_to_node(span, self._meta_of(span.chunk_id), scores.get(span.chunk_id))
 
-    def _run(self, query_str: str) -> Iterator[Any]:
+    def _run(self, query_str: str, cancel: threading.Event | None = None) -> Iterator[Any]:
         if not query_str or not query_str.strip():
             raise EmptyQuestionError("the query is empty")
         opts = self.nest_config.model_dump() if self.nest_config else {}
-        return self.engine.stream(query_str, **opts)
+        return self.engine.stream(query_str, cancel=cancel, **opts)
 
     @dispatcher.span
     def custom_query(self, query_str: str) -> Response | StreamingResponse:
+        return self._answer(query_str, None)
+
+    def _answer(self, query_str: str, cancel: threading.Event | None) -> Response | StreamingResponse:
         if self.streaming:
             return self._streaming(query_str)
         result = None
-        for d in self._run(query_str):
+        for d in self._run(query_str, cancel):
             result = d.result or result
         assert result is not None
         scores = {p.chunk_id: p.score for p in result.passages}
@@ -215,7 +222,7 @@ class NestQueryEngine(CustomQueryEngine):
         return response
 
     async def acustom_query(self, query_str: str) -> Response | StreamingResponse:
-        return await asyncio.to_thread(self.custom_query, query_str)
+        return await call_in_thread(lambda cancel: self._answer(query_str, cancel))
 
 
 def _citations(result: Any) -> list[Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,12 +39,24 @@ class TokenStore:
     ``encode_fn`` turns a list of chunk indices into their :class:`ChunkKeys`; it is called for the
     chunks that have no keys yet (all of them in :meth:`precompute`, only the retrieved ones
     otherwise). Both paths run the same encoder, so they give the same keys.
+
+    Thread-safe: :meth:`ensure` checks, encodes and stores under ``lock`` (a reentrant lock of its own
+    by default; the engine passes its model's gate, so encoding takes its turn on the model like
+    decoding does), so concurrent callers encode each chunk once and never see a half-filled store.
+    ``encode_fn`` may call :meth:`put` (the lock is reentrant).
     """
 
-    def __init__(self, n_chunks: int, encode_fn: Callable[[Sequence[int]], list[ChunkKeys]]) -> None:
+    def __init__(
+        self,
+        n_chunks: int,
+        encode_fn: Callable[[Sequence[int]], list[ChunkKeys]],
+        *,
+        lock: AbstractContextManager[object] | None = None,
+    ) -> None:
         self.n_chunks = n_chunks
         self._encode_fn = encode_fn
         self._keys: dict[int, ChunkKeys] = {}
+        self._lock: AbstractContextManager[object] = lock if lock is not None else threading.RLock()
 
     def __contains__(self, index: int) -> bool:
         return index in self._keys
@@ -52,15 +66,23 @@ class TokenStore:
         return self._keys[index]
 
     def put(self, index: int, keys: ChunkKeys) -> None:
-        self._keys[index] = keys
+        with self._lock:
+            self._keys[index] = keys
 
     def ensure(self, indices: Sequence[int]) -> int:
-        """Encode the chunks among ``indices`` that have no keys yet; returns how many were encoded."""
-        missing = sorted({i for i in indices if i not in self._keys})
-        if missing:
-            for i, ck in zip(missing, self._encode_fn(missing), strict=True):
-                self._keys[i] = ck
-        return len(missing)
+        """Encode the chunks among ``indices`` that have no keys yet; returns how many this call encoded.
+
+        A chunk is encoded once however many threads ask for it at the same time: the others wait for
+        it and find it filled.
+        """
+        if all(i in self._keys for i in indices):  # the common case, without waiting for the lock
+            return 0
+        with self._lock:
+            missing = sorted({i for i in indices if i not in self._keys})
+            if missing:
+                for i, ck in zip(missing, self._encode_fn(missing), strict=True):
+                    self._keys[i] = ck
+            return len(missing)
 
     def precompute(self) -> None:
         """Encode every chunk now (indexing time)."""
@@ -71,7 +93,8 @@ class TokenStore:
     ) -> RequestStore:
         """Gather the entries of ``chunk_indices`` (whose texts are ``texts``) into a :class:`RequestStore`."""
         self.ensure(chunk_indices)
-        return RequestStore([(i, self._keys[i]) for i in chunk_indices], texts, device=device)
+        keys = self._keys
+        return RequestStore([(i, keys[i]) for i in chunk_indices], texts, device=device)
 
 
 class RequestStore:

@@ -156,6 +156,13 @@ def test_stop_and_max_tokens(chat: ChatNest) -> None:
     stop_word = words[2]
     cut = chat.invoke(QUESTION, stop=[stop_word])
     assert stop_word not in cut.text and full.text.startswith(cut.text)
+    # usage counts the answer's tokens only: none of the stop string's, none after it; streamed alike
+    assert 0 < cut.usage_metadata["output_tokens"] < full.usage_metadata["output_tokens"]
+    assert cut.usage_metadata["output_tokens"] == cut.response_metadata["nest_stats"]["output_tokens"]
+    merged = None
+    for c in chat.stream(QUESTION, stop=[stop_word]):
+        merged = c if merged is None else merged + c
+    assert merged is not None and merged.content == cut.content and merged.usage_metadata == cut.usage_metadata
     short = chat.invoke(QUESTION, max_tokens=4)
     assert short.usage_metadata["output_tokens"] <= 4
 
