@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nest_integrations.errors import ConfigError, DuplicateIdError, EmptyCorpusError, OffsetError
+from nest_integrations.errors import DuplicateIdError, EmptyCorpusError, OffsetError
 
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_text_splitters import TextSplitter
@@ -111,10 +111,6 @@ def default_splitter(chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = 
     Raises:
         ConfigError: ``chunk_size <= 0``, or ``chunk_overlap`` not in ``[0, chunk_size)``.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if isinstance(chunk_overlap, bool) or not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < chunk_size:
-        raise ConfigError(f"chunk_overlap must be an integer >= 0 and < chunk_size ({chunk_size}), got {chunk_overlap!r}")
     from nest_integrations.text_splitter import BoundaryTextSplitter
 
     return BoundaryTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)

@@ -31,7 +31,8 @@ class ConfigError(NestError, ValueError):
 
 
 class ModelNotFoundError(NestError, FileNotFoundError):
-    """The requested model is neither a local directory nor in the local Hugging Face cache."""
+    """The requested model is neither a local directory nor in the local Hugging Face cache, or its directory
+    lacks what a model needs (config, weights, tokenizer) or holds files that cannot be loaded."""
 
 
 class EmptyCorpusError(NestError, ValueError):

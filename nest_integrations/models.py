@@ -268,6 +268,11 @@ def load_model(
             f"cannot load model {model_id!r}: not a local directory and not in the local Hugging Face "
             f"cache ({str(exc).splitlines()[0]}). Nothing is downloaded at run time."
         ) from None
+    except Exception as exc:  # damaged or incompatible files: safetensors, torch and transformers raise many types
+        first = (str(exc).splitlines() or [""])[0]
+        raise ModelNotFoundError(
+            f"cannot load the weights of model {model_id!r} (damaged or incompatible files: {type(exc).__name__}: {first})"
+        ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise NestError(f"model {model_id!r} has no fast tokenizer; NEST needs character offsets")
     if local_only:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_text_splitters import TextSplitter
 
+from nest_integrations.errors import ConfigError
+
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_core.documents import Document as LCDocument
 
@@ -46,13 +48,18 @@ class BoundaryTextSplitter(TextSplitter):
             option; here the offset is the chunk's range, not a ``str.find``).
 
     Raises:
-        ValueError: invalid sizes (LangChain's own check, plus ``chunk_overlap < chunk_size``).
+        ConfigError: ``chunk_size <= 0``, or ``chunk_overlap`` not in ``[0, chunk_size)`` (a ``ValueError``, as
+            LangChain's splitters raise).
     """
 
     def __init__(self, chunk_size: int = 800, chunk_overlap: int = 0, *, add_start_index: bool = False) -> None:
         """Make a splitter for chunks of at most ``chunk_size`` characters."""
-        if chunk_size > 0 and chunk_overlap >= chunk_size:
-            raise ValueError(f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+            raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if isinstance(chunk_overlap, bool) or not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < chunk_size:
+            raise ConfigError(
+                f"chunk_overlap must be an integer >= 0 and smaller than chunk_size ({chunk_size}), got {chunk_overlap!r}"
+            )
         super().__init__(
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,

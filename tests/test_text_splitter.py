@@ -6,6 +6,7 @@ import pytest
 
 pytest.importorskip("langchain_text_splitters")
 
+from nest_integrations.errors import ConfigError  # noqa: E402
 from nest_integrations.text_splitter import BoundaryTextSplitter  # noqa: E402
 
 TEXT = "First sentence here. Second one, with a clause; and more.\n\nNext paragraph is short.\n\n" * 4
@@ -54,5 +55,5 @@ def test_invalid_sizes() -> None:
         BoundaryTextSplitter(0)
     with pytest.raises(ValueError):
         BoundaryTextSplitter(10, -1)
-    with pytest.raises(ValueError, match="smaller than chunk_size"):
+    with pytest.raises(ConfigError, match="smaller than chunk_size"):
         BoundaryTextSplitter(10, 10)

@@ -23,6 +23,7 @@ from nest_integrations.errors import (
     EmptyCorpusError,
     EmptyQuestionError,
     EvalDataError,
+    NestError,
     PromptTooLongError,
 )
 
@@ -76,7 +77,7 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class UsageError(Exception):
+class UsageError(NestError):
     """Bad command-line usage (reported like an argparse error, exit status 2)."""
 
 

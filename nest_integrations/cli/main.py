@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help / --version
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except UsageError as exc:
+        if os.environ.get("NEST_DEBUG"):
+            raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except NestError as exc:
