@@ -391,7 +391,9 @@ def probe_indices(chunks: Sequence[Chunk]) -> list[int]:
     """A few chunks whose text is unique in the corpus."""
     texts = [c.text for c in chunks]
     unique = [i for i, t in enumerate(texts) if texts.count(t) == 1 and len(t) > 100]
-    return unique[:: max(1, len(unique) // 6)]
+    probes = unique[:: max(1, len(unique) // 6)]
+    assert len(probes) >= 3, "the corpus should give a few unique chunks to probe with"
+    return probes
 
 
 @pytest.mark.parametrize("store_cls", [InMemoryVectorStore, _RelevanceStore])
