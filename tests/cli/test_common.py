@@ -97,3 +97,34 @@ def test_build_config_precedence_and_errors() -> None:
     assert build_config(args).abstain == "off"  # --abstain wins over --set
     with pytest.raises(ConfigError):
         build_config(argparse.Namespace(settings=[("tau", 0)], method=None, max_new_tokens=None))
+
+
+def test_quiet_libraries_leaves_python_warnings_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI hides progress bars and info logs, not warnings: their causes are fixed instead."""
+    import warnings
+
+    monkeypatch.delenv("NEST_DEBUG", raising=False)
+    with warnings.catch_warnings():
+        before = list(warnings.filters)
+        common.quiet_libraries()
+        assert warnings.filters == before
+
+
+def test_a_run_on_files_gives_no_deprecation_warning(tmp_path: Path) -> None:
+    """Reading .txt and .pdf files and splitting them warns about nothing (no langchain-community sunset warning)."""
+    import subprocess
+    import sys
+
+    from tests.pdf import make_pdf
+
+    (tmp_path / "a.md").write_text("Some notes.\n", encoding="utf-8")
+    make_pdf(tmp_path / "m.pdf", [["Backups run nightly."]])
+    code = (
+        "import sys; from nest_integrations.cli.common import read_files; "
+        f"docs, chunks = read_files([{str(tmp_path)!r}], 800); "
+        "print(len(docs), len(chunks), 'langchain_community' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-W", "error::FutureWarning", "-c", code],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["2", "2", "False"] and "Warning" not in proc.stderr
