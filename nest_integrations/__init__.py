@@ -26,35 +26,42 @@ from nest_integrations.errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nest_integrations.attribution import CopiedSpan
     from nest_integrations.chunks import Chunk, Document, chunks_from_documents
     from nest_integrations.config import NestConfig
     from nest_integrations.datastore import Datastore
-    from nest_integrations.engine import GenerationStats, NestDelta, NestEngine, NestResult, RetrievedPassage
+    from nest_integrations.engine import NestEngine
     from nest_integrations.models import LoadedModel, default_model_dir, download_default_model, load_model
+    from nest_integrations.results import (
+        CopiedSpan,
+        GenerationStats,
+        NestDelta,
+        NestResult,
+        RetrievedPassage,
+        SentenceSupport,
+    )
     from nest_integrations.sentences import split_sentences
-    from nest_integrations.support import SentenceSupport, label_sentences
+    from nest_integrations.support import label_sentences
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "CopiedSpan": "nest_integrations.attribution",
+    "CopiedSpan": "nest_integrations.results",
     "Chunk": "nest_integrations.chunks",
     "Document": "nest_integrations.chunks",
     "chunks_from_documents": "nest_integrations.chunks",
     "NestConfig": "nest_integrations.config",
     "Datastore": "nest_integrations.datastore",
-    "GenerationStats": "nest_integrations.engine",
-    "NestDelta": "nest_integrations.engine",
+    "GenerationStats": "nest_integrations.results",
+    "NestDelta": "nest_integrations.results",
     "NestEngine": "nest_integrations.engine",
-    "NestResult": "nest_integrations.engine",
-    "RetrievedPassage": "nest_integrations.engine",
+    "NestResult": "nest_integrations.results",
+    "RetrievedPassage": "nest_integrations.results",
     "LoadedModel": "nest_integrations.models",
     "default_model_dir": "nest_integrations.models",
     "download_default_model": "nest_integrations.models",
     "load_model": "nest_integrations.models",
     "split_sentences": "nest_integrations.sentences",
-    "SentenceSupport": "nest_integrations.support",
+    "SentenceSupport": "nest_integrations.results",
     "label_sentences": "nest_integrations.support",
 }
 

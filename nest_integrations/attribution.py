@@ -3,40 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from nest_integrations.chunks import Chunk
+from nest_integrations.results import CopiedSpan
 from nest_integrations.sentences import count_words
 
 __all__ = ["CopiedSpan", "RunTracker", "find_spans", "find_runs", "citations_of"]
-
-
-@dataclass(frozen=True)
-class CopiedSpan:
-    """A maximal run of ≥ 2 output tokens that are consecutive tokens of one chunk (NEST.md §8).
-
-    ``response[response_start:response_end] == text`` and, in the original document,
-    ``document[doc_start:doc_end] == text``; both hold by construction and are checked when the
-    span is made.
-    """
-
-    text: str
-    doc_id: str
-    chunk_id: str
-    source: str | None
-    doc_start: int
-    doc_end: int
-    response_start: int
-    response_end: int
-    n_tokens: int
-    metadata: dict[str, Any] | None = None
-
-    def to_dict(self, with_metadata: bool = False) -> dict[str, Any]:
-        d = asdict(self)
-        if not with_metadata:
-            d.pop("metadata")
-        return d
 
 
 def find_spans(

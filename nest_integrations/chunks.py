@@ -1,18 +1,32 @@
-"""Chunks: the passages NEST retrieves and copies from.
+"""Chunks: the passages NEST retrieves and copies from, and the one path from documents to chunks.
 
 A :class:`Chunk` is a piece of an original document together with exactly where it sits in that
 document, so that every copied span can be traced to a character range of the original text.
+
+:func:`chunks_from_documents` is the splitter-to-chunks path of the package: ``nest ask`` (demo corpus or
+``--docs``), ``nest index``, ``NestEngine.from_documents``, ``Datastore.from_documents`` and ``nest eval``
+all split with it. It takes any LangChain ``TextSplitter`` (default:
+:class:`~nest_integrations.text_splitter.BoundaryTextSplitter`), places every piece at a verified offset
+(:func:`~nest_integrations.placement.place_pieces`) and never passes a wrong offset on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nest_integrations.errors import EmptyCorpusError, OffsetError
+from nest_integrations.errors import DuplicateIdError, EmptyCorpusError, OffsetError
 
-__all__ = ["Chunk", "Document", "validate_chunks", "chunks_from_documents"]
+if TYPE_CHECKING:  # pragma: no cover
+    from langchain_text_splitters import TextSplitter
+
+__all__ = ["Chunk", "Document", "check_unique", "chunks_from_documents", "default_splitter", "validate_chunks"]
+
+#: Characters per chunk of the default splitter.
+DEFAULT_CHUNK_SIZE = 800
+#: Characters shared by consecutive chunks of the default splitter.
+DEFAULT_CHUNK_OVERLAP = 0
 
 
 @dataclass(frozen=True)
@@ -25,6 +39,7 @@ class Document:
 
     @property
     def source(self) -> str | None:
+        """``metadata["source"]`` as a string, or ``None``."""
         src = self.metadata.get("source")
         return None if src is None else str(src)
 
@@ -49,6 +64,7 @@ class Chunk:
 
     @property
     def source(self) -> str | None:
+        """``metadata["source"]`` as a string, or ``None``."""
         src = self.metadata.get("source")
         return None if src is None else str(src)
 
@@ -62,6 +78,15 @@ class Chunk:
             )
 
 
+def check_unique(ids: Iterable[str], what: str, hint: str = "") -> None:
+    """Raise :class:`DuplicateIdError` naming the first id that occurs twice in ``ids`` (``what``: "chunks" …)."""
+    seen: set[str] = set()
+    for ident in ids:
+        if ident in seen:
+            raise DuplicateIdError(f"two {what} have the same id {ident!r}{'; ' + hint if hint else ''}")
+        seen.add(ident)
+
+
 def validate_chunks(chunks: Iterable[Chunk]) -> list[Chunk]:
     """Return the chunks as a list after checking ids are unique and some text is present.
 
@@ -69,81 +94,87 @@ def validate_chunks(chunks: Iterable[Chunk]) -> list[Chunk]:
 
     Raises:
         EmptyCorpusError: no chunk holds any non-whitespace text.
-        ValueError: two chunks share a ``chunk_id``.
+        DuplicateIdError: two chunks share a ``chunk_id`` (a ``ValueError``).
     """
-    out: list[Chunk] = []
-    seen: set[str] = set()
-    for ch in chunks:
-        if ch.chunk_id in seen:
-            raise ValueError(f"duplicate chunk id {ch.chunk_id!r}")
-        seen.add(ch.chunk_id)
-        if ch.text.strip():
-            out.append(ch)
+    chunks = list(chunks)
+    check_unique((ch.chunk_id for ch in chunks), "chunks")
+    out = [ch for ch in chunks if ch.text.strip()]
     if not out:
         raise EmptyCorpusError("the corpus is empty: no chunk holds any text (empty or whitespace-only input)")
     return out
 
 
+def default_splitter(chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> TextSplitter:
+    """The splitter :func:`chunks_from_documents` uses by default: a
+    :class:`~nest_integrations.text_splitter.BoundaryTextSplitter`.
+
+    Raises:
+        ConfigError: ``chunk_size <= 0``, or ``chunk_overlap`` not in ``[0, chunk_size)``.
+    """
+    from nest_integrations.text_splitter import BoundaryTextSplitter
+
+    return BoundaryTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+
+
+def split_pieces(splitter: TextSplitter, text: str) -> list[tuple[str, int | None]]:
+    """``(piece_text, proposed_start)`` of the pieces ``splitter`` cuts ``text`` into, in order.
+
+    A splitter that knows its ranges (``split_spans``, as
+    :class:`~nest_integrations.text_splitter.BoundaryTextSplitter`) gives exact starts; any other
+    LangChain ``TextSplitter`` gives its ``start_index`` (when made with ``add_start_index=True``) or none,
+    to be checked and repaired by :func:`~nest_integrations.placement.place_pieces`.
+    """
+    spans = getattr(splitter, "split_spans", None)
+    if callable(spans):
+        return [(text[s:e], s) for s, e in spans(text)]
+    return [(d.page_content, d.metadata.get("start_index")) for d in splitter.create_documents([text])]
+
+
 def chunks_from_documents(
     documents: Iterable[Document],
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     *,
-    chunk_size: int = 800,
-    chunk_overlap: int = 0,
+    splitter: TextSplitter | None = None,
 ) -> list[Chunk]:
-    """Split documents into chunks at paragraph / sentence / word boundaries, keeping exact offsets.
+    """Split documents into chunks, each at its exact, verified offset in its document.
 
-    A small framework-free splitter (the framework adapters accept any splitter of theirs). Chunks
-    are at most ``chunk_size`` characters, except where a single word is longer. Each chunk's
-    ``doc_offset`` is exact by construction and verified.
+    Args:
+        documents: the documents (unique ``doc_id`` s).
+        chunk_size: maximum characters per chunk of the default splitter.
+        chunk_overlap: characters shared by consecutive chunks of the default splitter.
+        splitter: any LangChain ``TextSplitter`` to use instead of the default
+            :class:`~nest_integrations.text_splitter.BoundaryTextSplitter` (``chunk_size`` /
+            ``chunk_overlap`` are then the splitter's own); its chunks must be verbatim pieces of the text.
+
+    Returns:
+        Chunks with ids ``f"{doc_id}#{i}"`` (``i`` counts the document's pieces), the document's metadata,
+        and ``doc.text[doc_offset:doc_offset + len(chunk.text)] == chunk.text``. Whitespace-only chunks are
+        dropped.
+
+    Raises:
+        OffsetError: a piece's text is not in its document (the splitter altered the text).
+        EmptyCorpusError: no document, or no chunk holds any text.
+        DuplicateIdError: two documents share an id.
+        ConfigError: invalid ``chunk_size`` / ``chunk_overlap``.
     """
-    if chunk_size <= 0:
-        raise ValueError("chunk_size must be > 0")
-    if not 0 <= chunk_overlap < chunk_size:
-        raise ValueError("chunk_overlap must be >= 0 and < chunk_size")
+    from nest_integrations.placement import char_overlap, place_pieces, preview
+
+    if splitter is None:
+        splitter = default_splitter(chunk_size, chunk_overlap)
+    docs = list(documents)
+    check_unique((d.doc_id for d in docs), "documents")
+    overlap = char_overlap(splitter)
     out: list[Chunk] = []
-    for doc in documents:
-        for i, (start, end) in enumerate(_split_spans(doc.text, chunk_size, chunk_overlap)):
-            text = doc.text[start:end]
-            meta = dict(doc.metadata)
-            ch = Chunk(text=text, chunk_id=f"{doc.doc_id}#{i}", doc_id=doc.doc_id, doc_offset=start, metadata=meta)
-            ch.check_offset(doc.text)
-            out.append(ch)
+    for doc in docs:
+        pieces = split_pieces(splitter, doc.text)
+        for i, ((text, _), start) in enumerate(zip(pieces, place_pieces(doc.text, pieces, overlap), strict=True)):
+            if start is None:
+                raise OffsetError(
+                    f"document {doc.doc_id!r}: chunk {i} ({doc.doc_id}#{i}, {preview(text)}) from the text splitter "
+                    "does not occur in the document text; use a splitter that returns verbatim pieces of the text"
+                )
+            chunk = Chunk(text=text, chunk_id=f"{doc.doc_id}#{i}", doc_id=doc.doc_id, doc_offset=start, metadata=dict(doc.metadata))
+            chunk.check_offset(doc.text)
+            out.append(chunk)
     return validate_chunks(out)
-
-
-_SEPARATORS = ("\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ")
-
-
-def _split_spans(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
-    """Character ranges of chunks: greedy packing up to ``size``, cutting at the coarsest separator."""
-    spans: list[tuple[int, int]] = []
-    n = len(text)
-    start = 0
-    # skip leading whitespace so chunks do not start with blanks
-    while start < n and text[start].isspace():
-        start += 1
-    while start < n:
-        end = min(n, start + size)
-        if end < n:
-            window = text[start:end]
-            cut = -1
-            for sep in _SEPARATORS:
-                pos = window.rfind(sep)
-                if pos > size // 4:
-                    cut = pos + len(sep)
-                    break
-            if cut > 0:
-                end = start + cut
-        # trim trailing whitespace of the chunk
-        stop = end
-        while stop > start and text[stop - 1].isspace():
-            stop -= 1
-        if stop > start:
-            spans.append((start, stop))
-        if end >= n:
-            break
-        nxt = max(end - overlap, start + 1) if overlap else end
-        while nxt < n and text[nxt].isspace():
-            nxt += 1
-        start = nxt
-    return spans

@@ -6,13 +6,17 @@ model (SmolLM2-135M-Instruct) on the dev data; see ``docs/results.md`` for the m
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nest_integrations.errors import ConfigError, FrozenConfigError
 
-__all__ = ["NestConfig", "Method"]
+__all__ = ["NestConfig", "Method", "REMOVED_FIELDS"]
+
+#: Fields that older versions had and saved (in eval reports, ``--records`` files, JSON dumps of a config):
+#: a config holding them still loads, without them (they had no effect any more when they were removed).
+REMOVED_FIELDS: frozenset[str] = frozenset({"encode_on_the_fly"})
 
 Method = Literal["nest", "ra-nest", "knnlm", "ra", "base"]
 
@@ -63,9 +67,6 @@ class NestConfig(BaseModel):
         le=100_000,
         description="[r] token neighbours (clamped to the store size). 32: with a few chunks per request a "
         "larger r covers most of the store, λ stays tiny and the mixture degenerates (docs/results/README.md).",
-    )
-    encode_on_the_fly: bool = Field(
-        False, description="Encode retrieved chunks per request instead of using precomputed keys."
     )
 
     # --- mixture -----------------------------------------------------------------------------
@@ -174,6 +175,14 @@ class NestConfig(BaseModel):
     system_prompt: str | None = Field(
         None, description="System message for chat models (None = the chat template's default)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_removed_fields(cls, data: Any) -> Any:
+        """Drop :data:`REMOVED_FIELDS` from a saved config instead of refusing it (``extra="forbid"``)."""
+        if isinstance(data, dict) and not REMOVED_FIELDS.isdisjoint(data):
+            return {k: v for k, v in data.items() if k not in REMOVED_FIELDS}
+        return data
 
     @field_validator("max_new_tokens")
     @classmethod

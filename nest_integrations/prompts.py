@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nest_integrations.errors import EmptyQuestionError
+from nest_integrations.errors import ConfigError, EmptyQuestionError
 
 __all__ = [
     "Message",
@@ -18,6 +18,8 @@ __all__ = [
     "retrieval_query_of",
     "with_context",
     "render_prompt",
+    "conversation_retrieval_query",
+    "CONVERSATION_QUERY_ALIASES",
 ]
 
 Message = Mapping[str, Any]
@@ -145,3 +147,31 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, str]], raw: bool = Fa
     if isinstance(ids, Mapping) or hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
     return [int(i) for i in ids]
+
+
+#: Older adapter names of the conversation query modes → :attr:`NestConfig.conversation_query` values.
+CONVERSATION_QUERY_ALIASES: Mapping[str, str] = {
+    "last_user_message": "last_user",
+    "all_user_messages": "all_user",
+}
+
+
+def conversation_retrieval_query(
+    messages: Sequence[Mapping[str, Any]], mode: str | None, default_mode: str = "condensed"
+) -> str:
+    """The passage-retrieval query of a chat request, as both adapters compute it.
+
+    ``mode`` is ``condensed`` (the default: :func:`~nest_integrations.prompts.condensed_query`, a
+    follow-up such as "Who was her father?" is extended with the previous user turns), ``last_user`` or
+    ``all_user`` (the old adapter names ``last_user_message`` / ``all_user_messages`` are accepted);
+    ``None`` means ``default_mode`` (the effective config's ``conversation_query``).
+
+    Raises:
+        EmptyQuestionError: no user message, or the last one is empty.
+        ConfigError: an unknown mode.
+    """
+    chosen = default_mode if mode is None else mode
+    chosen = CONVERSATION_QUERY_ALIASES.get(chosen, chosen)
+    if chosen not in ("condensed", "last_user", "all_user"):
+        raise ConfigError(f"unknown conversation query mode {mode!r} (condensed, last_user or all_user)")
+    return retrieval_query_of(messages, chosen)

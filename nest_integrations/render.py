@@ -1,4 +1,4 @@
-"""Terminal rendering of a :class:`~nest_integrations.engine.NestResult`: marked answer, sources, stats.
+"""Terminal rendering of a :class:`~nest_integrations.results.NestResult`: marked answer, sources, stats.
 
 Pure functions of the result (no printing, no terminal detection): the caller decides on colour.
 
@@ -22,8 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nest_integrations.attribution import CopiedSpan
-    from nest_integrations.engine import GenerationStats, NestResult
+    from nest_integrations.results import CopiedSpan, GenerationStats, NestResult
 
 __all__ = [
     "mark_answer",

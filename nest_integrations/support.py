@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from nest_integrations.results import SentenceSupport, Support
 from nest_integrations.sentences import split_sentences
 
 __all__ = ["Support", "SentenceSupport", "label_sentences", "COPIED_SHARE", "STOPWORDS"]
-
-Support = Literal["copied", "grounded", "unsupported"]
 
 COPIED_SHARE = 0.9
 """Share of a sentence's non-space characters that must lie in citations from one chunk for ``copied``."""
@@ -43,25 +41,6 @@ STOPWORDS = frozenset(
 """English function words that do not count as content words."""
 
 _WORD_RE = re.compile(r"\w+(?:[.,]\d+)*", re.UNICODE)
-
-
-@dataclass(frozen=True)
-class SentenceSupport:
-    """The support label of one output sentence.
-
-    Attributes:
-        response_start, response_end: the sentence's character range in the response.
-        support: ``copied`` | ``grounded`` | ``unsupported``.
-        chunk_ids: the chunk(s) the sentence relies on (one, by construction, for copied / grounded).
-    """
-
-    response_start: int
-    response_end: int
-    support: Support
-    chunk_ids: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _is_number(word: str) -> bool:

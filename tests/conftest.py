@@ -38,23 +38,29 @@ def default_lm():
     return load_model()
 
 
-@pytest.fixture(scope="session")
-def tiny_lm():
-    """A 2-layer randomly initialised Llama with the default model's tokenizer (structure tests only)."""
-    _require_default_model()
+def make_tiny_lm(seed: int = 0):
+    """A 2-layer randomly initialised Llama (weights from ``seed``) with the default model's tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from nest_integrations.models import LoadedModel
 
     tok = AutoTokenizer.from_pretrained(str(default_model_dir()))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.eos_token_id, tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(cfg).eval()
-    return LoadedModel(model=model, tokenizer=tok, model_id="tiny-random-llama", path=Path("."), dtype="float32")
+    name = "tiny-random-llama" if seed == 0 else f"tiny-random-llama-{seed}"
+    return LoadedModel(model=model, tokenizer=tok, model_id=name, path=Path("."), dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """A 2-layer randomly initialised Llama with the default model's tokenizer (structure tests only)."""
+    _require_default_model()
+    return make_tiny_lm()
 
 
 @pytest.fixture(scope="session")

@@ -113,9 +113,12 @@ def test_citations_are_long_enough_and_exact_on_disk(bio_results, bio_engine, bi
 
 
 def test_every_sentence_is_labelled_and_labels_name_retrieved_chunks(bio_results) -> None:
-    for r in bio_results:
-        if r.abstained:
-            continue
+    answered = [r for r in bio_results if not r.abstained]
+    assert len(answered) == len(QUESTIONS), [r.text for r in bio_results if r.abstained]  # all are answerable
+    labels = [x.support for r in answered for x in r.sentences]
+    assert "copied" in labels, labels  # the default model copies whole sentences on these questions
+    for r in answered:
+        assert r.sentences, r.text
         assert [(x.response_start, x.response_end) for x in r.sentences] == split_sentences(r.text)
         retrieved = {p.chunk_id for p in r.passages}
         for x in r.sentences:
@@ -126,11 +129,14 @@ def test_every_sentence_is_labelled_and_labels_name_retrieved_chunks(bio_results
 
 def test_answers_stop_by_themselves(bio_results) -> None:
     # with the stop policy, answers end at EOS or at a sentence end, not at max_new_tokens
-    limited = [r.text for r in bio_results if r.finish_reason == "length"]
-    assert len(limited) <= 1, limited
+    reasons = [r.finish_reason for r in bio_results]
+    assert reasons.count("length") <= 1, [r.text for r in bio_results if r.finish_reason == "length"]
+    assert set(reasons) <= {"eos", "sentence", "length"}, reasons
+    assert "sentence" in reasons, reasons  # the stop policy ends at least one answer
     for r in bio_results:
-        if r.finish_reason == "sentence":
-            assert r.text.rstrip()[-1] in ".!?\"')", r.text
+        assert r.truncated == (r.finish_reason == "length")
+        if r.finish_reason != "length":  # a complete answer ends with a complete sentence
+            assert r.text.rstrip()[-1] in ".!?\"')", (r.finish_reason, r.text)
 
 
 def test_a_truncated_answer_is_marked(bio_engine) -> None:
@@ -144,7 +150,9 @@ def test_paper_behaviour_is_still_available(bio_engine) -> None:
     cfg = dict(word_boundaries=False, sentence_source="any", min_citation_words=1, abstain="off",
                stop_after_cited_sentence=False, max_sentences=None)
     r = bio_engine.generate(QUESTIONS[0], **cfg)
-    assert r.finish_reason in ("eos", "length") and r.text
+    assert r.finish_reason in ("eos", "length") and r.text.strip()
+    assert not r.abstained and r.finish_reason != "sentence"  # no abstention, no sentence stop policy
+    assert all(count_words(sp.text) >= 1 for sp in r.spans) and r.runs  # it copies, citing one-word runs too
 
 
 def test_unanswerable_question_abstains_and_answerable_does_not(bio_engine) -> None:

@@ -11,7 +11,7 @@ from nest_integrations.attribution import CopiedSpan
 from nest_integrations.engine import GenerationStats, NestResult
 from nest_integrations.html import render_fragment, render_html
 from nest_integrations.support import SentenceSupport
-from tests.test_cli import DEMO_FILE, needs_model, run_cli
+from tests.cli.helpers import DEMO_FILE, needs_model, run_cli
 from tests.test_render_support import COPIED, DOC, GROUNDED, UNSUPPORTED, abstained_result, labelled_result
 
 

@@ -1,7 +1,7 @@
 """The NEST datastore: chunks with exact offsets, their token keys and the passage index of one model.
 
-Build it from chunks (any splitter: see :mod:`nest_integrations.langchain.documents` and
-:mod:`nest_integrations.llama_index.documents`), save it to a directory, load it back memory-mapped,
+Build it from chunks (:func:`~nest_integrations.chunks.chunks_from_documents`, or any framework splitter:
+see :mod:`nest_integrations.langchain.documents` and :mod:`nest_integrations.llama_index.documents`), save it to a directory, load it back memory-mapped,
 add / delete / update documents without rebuilding the rest, and get an engine over it::
 
     store = Datastore.build(lm, chunks)
@@ -420,6 +420,12 @@ class Datastore:
         # a datastore written by an earlier build has no weights_hash_kind: check it with the hash it was written with
         mine = lm.fingerprint(fp.get("weights_hash_kind", "sample-4x4096"))
         diff = [k for k in _FINGERPRINT_KEYS if fp.get(k) != mine.get(k)]
+        if diff and "dtype" in diff and fp.get("model_id") == mine.get("model_id"):
+            raise DatastoreError(
+                f"{root} was built with {fp.get('model_id')!r} in {fp.get('dtype')}, but the model is loaded in "
+                f"{mine.get('dtype')}; load it with dtype={fp.get('dtype')!r} (`--dtype {fp.get('dtype')}` on the "
+                "command line) or rebuild the datastore"
+            )
         if diff:
             detail = ", ".join(f"{k}: store {fp.get(k)!r} vs model {mine.get(k)!r}" for k in diff)
             raise DatastoreError(

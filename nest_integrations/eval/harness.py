@@ -30,7 +30,6 @@ from typing import Any, Protocol
 
 import torch
 
-from nest_integrations.attribution import CopiedSpan
 from nest_integrations.chunks import Document
 from nest_integrations.concurrency import model_gate
 from nest_integrations.config import NestConfig
@@ -40,6 +39,7 @@ from nest_integrations.eval import SYSTEMS
 from nest_integrations.eval import metrics as M
 from nest_integrations.eval.data import EvalItem, Mode
 from nest_integrations.models import LoadedModel
+from nest_integrations.results import CopiedSpan
 from nest_integrations.sentences import count_words, on_word_boundary, split_sentences
 
 __all__ = [
@@ -480,6 +480,12 @@ def _open_records(path: Path, cfg: NestConfig, max_new_tokens: int | None):
     if path.exists() and path.stat().st_size:
         lines = path.read_text(encoding="utf-8").splitlines()
         first = json.loads(lines[0])
+        if isinstance(first, dict) and isinstance(first.get("config"), dict):
+            # a file written by an older version may hold removed config fields: compare what they load as
+            try:
+                first = dict(first, config=NestConfig(**first["config"]).model_dump(mode="json"))
+            except ConfigError:
+                pass  # not a config of this version: the comparison below refuses it
         if first != header:
             raise ConfigError(
                 f"{path} holds records of another configuration; use a new --records file (or delete it)"

@@ -1,15 +1,17 @@
 """LangChain integration of nest-integrations.
 
-This subpackage is the only place that imports LangChain packages. Importing it is cheap: the
-LangChain-backed helpers are loaded on first use.
+This subpackage is the only place that imports LangChain packages (the package core imports only
+``langchain-text-splitters``, for its default splitter). Importing it is cheap: the LangChain-backed
+helpers are loaded on first use.
 
 - :class:`ChatNest`: the chat model (citations in ``response_metadata["citations"]``).
 - :class:`NestLLM`: completion-style LLM; :class:`NestRetriever`: the passage stage as a retriever;
   :func:`citations_to_documents`: an answer's cited spans as documents.
-- :func:`load_text_files`: read ``.txt`` / ``.md`` files (folders recursively) into documents,
-  reporting unreadable ones instead of failing.
-- :func:`split_documents`: split documents with LangChain's ``RecursiveCharacterTextSplitter`` into
-  :class:`~nest_integrations.chunks.Chunk` objects whose offsets are exact.
+- :class:`NestFileLoader`: a LangChain loader of ``.txt`` / ``.md`` / ``.pdf`` files and folders, the
+  same one ``nest ask --docs`` and ``nest index`` use (:func:`nest_integrations.loading.load_documents`).
+- :func:`load_text_files` (= :func:`nest_integrations.loading.load_documents`) and :func:`split_documents`
+  (= :func:`nest_integrations.chunks.chunks_from_documents`, which takes any LangChain ``TextSplitter``):
+  the package's loader and splitter path under their older names here.
 - :func:`chunks_from_langchain`: LangChain documents (any loader) and splits (any splitter) →
   documents and chunks with verified offsets (problems reported).
 - :func:`chunks_to_langchain`: LangChain documents for chunks (id = chunk id), to index a datastore's chunks.
@@ -23,17 +25,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from nest_integrations.chunks import chunks_from_documents as split_documents
     from nest_integrations.langchain.chat_models import ChatNest, UnsupportedMessageError, citations_to_documents
     from nest_integrations.langchain.documents import (
         ExactTextLoader,
         LangChainPassageRetriever,
+        NestFileLoader,
         chunks_from_langchain,
         chunks_to_langchain,
     )
     from nest_integrations.langchain.embeddings import MiniLMEmbeddings
     from nest_integrations.langchain.llms import NestLLM
     from nest_integrations.langchain.retrievers import NestRetriever
-    from nest_integrations.langchain.splitting import load_text_files, split_documents
+    from nest_integrations.loading import load_documents as load_text_files
 
 __all__ = [
     "UnsupportedMessageError",
@@ -44,6 +48,7 @@ __all__ = [
     "MiniLMEmbeddings",
     "ExactTextLoader",
     "LangChainPassageRetriever",
+    "NestFileLoader",
     "chunks_from_langchain",
     "chunks_to_langchain",
     "load_text_files",
@@ -57,23 +62,29 @@ _LAZY = {
     "NestLLM": "nest_integrations.langchain.llms",
     "ChatNest": "nest_integrations.langchain.chat_models",
     "MiniLMEmbeddings": "nest_integrations.langchain.embeddings",
-    "load_text_files": "nest_integrations.langchain.splitting",
-    "split_documents": "nest_integrations.langchain.splitting",
     "ExactTextLoader": "nest_integrations.langchain.documents",
     "LangChainPassageRetriever": "nest_integrations.langchain.documents",
+    "NestFileLoader": "nest_integrations.langchain.documents",
     "chunks_from_langchain": "nest_integrations.langchain.documents",
     "chunks_to_langchain": "nest_integrations.langchain.documents",
 }
 
 
+#: Names here for the package's own loader and splitter path: name → (module, name there).
+_ALIASES = {
+    "load_text_files": ("nest_integrations.loading", "load_documents"),
+    "split_documents": ("nest_integrations.chunks", "chunks_from_documents"),
+}
+
+
 def __getattr__(name: str) -> Any:
     """Import the LangChain-backed helpers on first access."""
-    module = _LAZY.get(name)
+    module, attr = _ALIASES.get(name, (_LAZY.get(name), name))
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value
 

@@ -32,12 +32,11 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, SecretStr
 
-from nest_integrations._adapter_support import answer_labels, conversation_retrieval_query
 from nest_integrations._async import call_in_thread, iterate_in_thread
-from nest_integrations.attribution import CopiedSpan
 from nest_integrations.config import NestConfig
-from nest_integrations.engine import NestResult
 from nest_integrations.errors import ConfigError, NestError
+from nest_integrations.prompts import conversation_retrieval_query
+from nest_integrations.results import CopiedSpan, NestResult, answer_labels
 
 __all__ = [
     "ChatNest",

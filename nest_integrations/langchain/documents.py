@@ -9,6 +9,9 @@
   datastore's chunks in a LangChain vector store so that every hit maps back exactly.
 - :class:`ExactTextLoader` reads a text file with its newlines as on disk (LangChain's ``TextLoader``
   turns ``\\r\\n`` into ``\\n``, so its offsets do not index the file's characters).
+- :class:`NestFileLoader` reads ``.txt`` / ``.md`` / ``.pdf`` files and folders with the package's one
+  loader (:func:`nest_integrations.loading.load_documents`), PDFs with ``pypdf`` (no
+  ``langchain-community`` needed; its loaders, e.g. ``PyPDFLoader``, work too).
 
 Document ids (the same rule for documents and, through their copied metadata, for splits):
 ``metadata[id_key]`` when ``id_key`` is given; else the document's ``id``; else its ``source``
@@ -20,27 +23,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.document_loaders import BaseLoader
 from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
-from nest_integrations._adapter_support import (
-    ChunkLookup,
-    Piece,
-    RetrievedItem,
-    UnmatchedCallback,
-    build_chunks,
-    check_unique,
-    collect_hits,
-    preview,
-)
-from nest_integrations.chunks import Chunk, Document
-from nest_integrations.errors import ConfigError
+from nest_integrations.chunks import Chunk, Document, check_unique
+from nest_integrations.errors import ConfigError, DocumentLoadError
+from nest_integrations.loading import load_documents, read_text_file
+from nest_integrations.placement import Piece, build_chunks, char_overlap, preview
 from nest_integrations.retrieval.base import ScoredChunk, check_query, clamp_k
+from nest_integrations.retrieval.framework_hits import ChunkLookup, RetrievedItem, UnmatchedCallback, collect_hits
 
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_text_splitters import TextSplitter
@@ -50,6 +45,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "ExactTextLoader",
     "LangChainPassageRetriever",
+    "NestFileLoader",
     "chunks_from_langchain",
     "chunks_to_langchain",
     "langchain_document_id",
@@ -105,14 +101,6 @@ def _default_splitter() -> TextSplitter:
     )
 
 
-def _char_overlap(splitter: Any) -> int | None:
-    """The splitter's overlap in characters, when it measures length in characters; else ``None``."""
-    if splitter is None or getattr(splitter, "_length_function", None) is not len:
-        return None
-    overlap = getattr(splitter, "_chunk_overlap", None)
-    return overlap if isinstance(overlap, int) and overlap >= 0 else None
-
-
 def chunks_from_langchain(
     documents: Iterable[LCDocument],
     splits: Iterable[LCDocument] | None = None,
@@ -129,7 +117,7 @@ def chunks_from_langchain(
     that is consistent, else the one found searching forward from the previous split; where the text
     occurs several times (repeated paragraphs, on which LangChain's ``str.find``-based
     ``start_index`` can point at the wrong copy), the copies are chosen so that the document's splits
-    stay in order and cover its text (see :func:`~nest_integrations._adapter_support.place_pieces`).
+    stay in order and cover its text (see :func:`~nest_integrations.placement.place_pieces`).
     A split whose text is not in its document is reported, never given a wrong offset.
 
     Args:
@@ -174,13 +162,13 @@ def chunks_from_langchain(
 
     if splits is None:
         splitter = text_splitter if text_splitter is not None else _default_splitter()
-        overlap = _char_overlap(splitter)
+        overlap = char_overlap(splitter)
         pieces: list[tuple[str | None, LCDocument]] = []
         for doc_id, d in zip(ids, docs, strict=True):
             if doc_id in texts:
                 pieces.extend((doc_id, s) for s in splitter.split_documents([d]))
     else:
-        overlap = _char_overlap(text_splitter)
+        overlap = char_overlap(text_splitter)
         pieces = [(None, s) for s in splits]
 
     keys = _parent_keys(ids, docs, texts, id_key)
@@ -378,10 +366,11 @@ class ExactTextLoader(BaseLoader):
     """Load a UTF-8 text file as one LangChain document, newlines exactly as on disk.
 
     LangChain's ``TextLoader`` opens files in text mode, which turns ``\\r\\n`` and ``\\r`` into ``\\n``:
-    offsets into its ``page_content`` are then not offsets into the file. This loader decodes the
-    file's bytes (strict UTF-8 unless ``encoding`` says otherwise) without newline translation, so
-    chunk offsets index the file's characters. Usable as ``DirectoryLoader(..., loader_cls=ExactTextLoader)``.
-    Metadata: ``{"source": path}``, as ``TextLoader`` gives.
+    offsets into its ``page_content`` are then not offsets into the file. This loader reads the file with
+    :func:`nest_integrations.loading.read_text_file` (strict UTF-8 unless ``encoding`` says otherwise, no
+    newline translation), so chunk offsets index the file's characters. Usable as
+    ``DirectoryLoader(..., loader_cls=ExactTextLoader)``. Metadata: ``{"source": path}``, as ``TextLoader``
+    gives. An empty file gives an empty document (:func:`chunks_from_langchain` reports and skips it).
     """
 
     def __init__(self, file_path: str | os.PathLike[str], encoding: str | None = None) -> None:
@@ -393,10 +382,49 @@ class ExactTextLoader(BaseLoader):
         """Yield the file's single document.
 
         Raises:
-            RuntimeError: the file cannot be read or decoded (as ``TextLoader`` does).
+            DocumentLoadError: the file is missing, unreadable, binary or not valid in ``encoding`` (the
+                same errors and messages as ``nest ask --docs`` / ``nest index``).
         """
-        try:
-            text = Path(self.file_path).read_bytes().decode(self.encoding)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RuntimeError(f"Error loading {self.file_path}") from exc
-        yield LCDocument(page_content=text, metadata={"source": str(self.file_path)})
+        doc = read_text_file(self.file_path, self.encoding, allow_empty=True)
+        yield LCDocument(page_content=doc.text, metadata={"source": str(self.file_path)})
+
+
+class NestFileLoader(BaseLoader):
+    """LangChain loader of ``.txt`` / ``.md`` / ``.pdf`` files and folders: the loader ``nest index`` uses.
+
+    Reads with :func:`nest_integrations.loading.load_documents` (text exactly as on disk, PDFs page by
+    page with ``pypdf``, folders recursively), so LangChain pipelines see the same documents, ids and
+    errors as ``nest ask --docs`` and ``nest index``. Each document's ``id`` is its NEST document id (the
+    file path, ``path#page=N`` for a PDF page), which :func:`chunks_from_langchain` keeps.
+
+    Args:
+        paths: files and/or folders.
+        errors: ``raise`` (default): the first file that cannot be used raises its
+            :class:`~nest_integrations.errors.DocumentLoadError`; ``skip``: it is left out and listed in
+            :attr:`problems` after loading.
+    """
+
+    def __init__(
+        self,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        *,
+        errors: Literal["skip", "raise"] = "raise",
+    ) -> None:
+        """Load ``paths`` (files and folders)."""
+        self.paths = paths
+        self.errors = errors
+        #: the files and folders left out by the last load (``errors="skip"``)
+        self.problems: list[DocumentLoadError] = []
+
+    def lazy_load(self) -> Iterator[LCDocument]:
+        """Yield one LangChain document per text file / PDF page.
+
+        Raises:
+            DocumentLoadError: (``errors="raise"``) a file or folder cannot be used.
+            EmptyCorpusError: no document could be read.
+        """
+        paths = [self.paths] if isinstance(self.paths, (str, os.PathLike)) else list(self.paths)
+        loaded = load_documents(paths, errors=self.errors)
+        self.problems = list(loaded.problems)
+        for doc in loaded.documents:
+            yield LCDocument(page_content=doc.text, metadata=dict(doc.metadata), id=doc.doc_id)

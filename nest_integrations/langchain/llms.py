@@ -11,12 +11,11 @@ from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict, Field
 
-from nest_integrations._adapter_support import answer_labels
 from nest_integrations._async import call_in_thread, iterate_in_thread
 from nest_integrations.config import NestConfig
-from nest_integrations.engine import NestResult
 from nest_integrations.errors import ConfigError, EmptyQuestionError
 from nest_integrations.langchain.chat_models import _check_stop, citation_dict
+from nest_integrations.results import NestResult, answer_labels
 
 __all__ = ["NestLLM"]
 

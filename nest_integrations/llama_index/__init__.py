@@ -6,6 +6,8 @@ Importing it is cheap: the LlamaIndex-backed helpers are loaded on first use.
 - :func:`chunks_from_llama_index`: LlamaIndex documents and nodes → documents and
   :class:`~nest_integrations.chunks.Chunk` objects with verified offsets (problems reported).
 - :func:`chunks_to_llama_index`: text nodes for chunks (node id = chunk id), to index a datastore's chunks.
+- :class:`NestFileReader`: a reader of ``.txt`` / ``.md`` / ``.pdf`` files and folders, the same loader
+  ``nest ask --docs`` and ``nest index`` use.
 - :class:`NestLLM`: ``Settings.llm`` for any query engine (citations in ``additional_kwargs``).
 - :class:`NestQueryEngine`: ``Response.source_nodes`` = the copied spans; :class:`CopiedSpanEvent` per span.
 - :class:`NestRetriever`: NEST's passage stage as a LlamaIndex retriever.
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from nest_integrations.llama_index.documents import (
         LlamaIndexPassageRetriever,
+        NestFileReader,
         chunks_from_llama_index,
         chunks_to_llama_index,
     )
@@ -34,6 +37,7 @@ __all__ = [
     "LlamaIndexPassageRetriever",
     "MiniLMEmbedding",
     "NestLLM",
+    "NestFileReader",
     "NestQueryEngine",
     "NestRetriever",
     "chunks_from_llama_index",

@@ -9,36 +9,36 @@
   datastore's chunk list.
 - :func:`chunks_to_llama_index` gives text nodes for chunks (node id = chunk id), for indexing a
   datastore's chunks in a LlamaIndex index so that every hit maps back exactly.
+- :class:`NestFileReader` reads ``.txt`` / ``.md`` / ``.pdf`` files and folders with the package's one
+  loader (:func:`nest_integrations.loading.load_documents`, the one ``nest ask --docs`` and ``nest index``
+  use) into LlamaIndex documents (``id_`` = the NEST document id).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.indices.base import BaseIndex
 from llama_index.core.node_parser import NodeParser, SentenceSplitter
+from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship, RelatedNodeInfo, TextNode
 from llama_index.core.schema import Document as LIDocument
 
-from nest_integrations._adapter_support import (
-    ChunkLookup,
-    Piece,
-    RetrievedItem,
-    UnmatchedCallback,
-    build_chunks,
-    check_unique,
-    collect_hits,
-    preview,
-)
-from nest_integrations.chunks import Chunk, Document
+from nest_integrations.chunks import Chunk, Document, check_unique
+from nest_integrations.errors import DocumentLoadError
+from nest_integrations.loading import load_documents
+from nest_integrations.placement import Piece, build_chunks, preview
 from nest_integrations.retrieval.base import ScoredChunk, check_query, clamp_k
+from nest_integrations.retrieval.framework_hits import ChunkLookup, RetrievedItem, UnmatchedCallback, collect_hits
 
 __all__ = [
     "DEFAULT_CHUNK_OVERLAP",
     "DEFAULT_CHUNK_SIZE",
     "LlamaIndexPassageRetriever",
+    "NestFileReader",
     "chunks_from_llama_index",
     "chunks_to_llama_index",
 ]
@@ -94,7 +94,7 @@ def chunks_from_llama_index(
     node; where the text occurs several times (repeated paragraphs, on which the node parsers'
     ``str.find`` from just after the previous node's start can land on an earlier copy), the copies are
     chosen so that the document's nodes stay in order and cover its text (see
-    :func:`~nest_integrations._adapter_support.place_pieces`). A node whose text is not in its document
+    :func:`~nest_integrations.placement.place_pieces`). A node whose text is not in its document
     is reported, never given a wrong offset.
 
     Args:
@@ -279,3 +279,44 @@ class LlamaIndexPassageRetriever:
         if index is None:
             index = lookup.by_text(text)
         return index
+
+
+class NestFileReader(BaseReader):
+    """LlamaIndex reader of ``.txt`` / ``.md`` / ``.pdf`` files and folders: the loader ``nest index`` uses.
+
+    Reads with :func:`nest_integrations.loading.load_documents` (text exactly as on disk, PDFs page by page
+    with ``pypdf``, folders recursively), so LlamaIndex pipelines see the same documents, ids and errors as
+    ``nest ask --docs`` and ``nest index``: one LlamaIndex ``Document`` per text file / PDF page with
+    ``id_`` = its NEST document id (the file path; ``path#page=N`` for a PDF page) and its metadata
+    (``source``, ``title``; ``page`` … for PDFs).
+
+    Args:
+        errors: ``raise`` (default): the first file that cannot be used raises its
+            :class:`~nest_integrations.errors.DocumentLoadError`; ``skip``: it is left out and listed in
+            :attr:`problems` after loading.
+    """
+
+    def __init__(self, *, errors: Literal["skip", "raise"] = "raise") -> None:
+        """A reader; give the paths to :meth:`load_data`."""
+        self.errors = errors
+        #: the files and folders left out by the last load (``errors="skip"``)
+        self.problems: list[DocumentLoadError] = []
+
+    def load_data(  # type: ignore[override]
+        self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+    ) -> list[LIDocument]:
+        """LlamaIndex documents of the files and folders in ``paths``.
+
+        Raises:
+            DocumentLoadError: (``errors="raise"``) a file or folder cannot be used.
+            EmptyCorpusError: no document could be read.
+        """
+        loaded = load_documents(paths, errors=self.errors)
+        self.problems = list(loaded.problems)
+        return [LIDocument(id_=d.doc_id, text=d.text, metadata=dict(d.metadata)) for d in loaded.documents]
+
+    def lazy_load_data(  # type: ignore[override]
+        self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+    ) -> Iterable[LIDocument]:
+        """:meth:`load_data`, as an iterator."""
+        return iter(self.load_data(paths))

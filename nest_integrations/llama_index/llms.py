@@ -22,11 +22,12 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import Field, PrivateAttr
 
-from nest_integrations._adapter_support import answer_labels, conversation_retrieval_query
 from nest_integrations._async import call_in_thread, iterate_in_thread
 from nest_integrations.chunks import Chunk
 from nest_integrations.config import NestConfig
 from nest_integrations.errors import ConfigError, EmptyQuestionError
+from nest_integrations.prompts import conversation_retrieval_query
+from nest_integrations.results import answer_labels
 from nest_integrations.retrieval.base import ScoredChunk, clamp_k
 
 __all__ = ["NestLLM", "PromptChunksRetriever", "citation_dict", "parse_condense_prompt"]

@@ -25,10 +25,10 @@ from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
 from pydantic import Field
 
-from nest_integrations._adapter_support import answer_labels
 from nest_integrations._async import call_in_thread
 from nest_integrations.config import NestConfig
 from nest_integrations.errors import ConfigError, EmptyQuestionError
+from nest_integrations.results import answer_labels
 
 __all__ = ["NestQueryEngine", "CopiedSpanEvent", "span_to_node"]
 

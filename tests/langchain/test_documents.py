@@ -34,6 +34,7 @@ from nest_integrations.langchain import (  # noqa: E402
 )
 from nest_integrations.retrieval.base import PassageRetriever  # noqa: E402
 from tests.conftest import shared_data_dir  # noqa: E402
+from tests.pdf import make_pdf  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -182,14 +183,6 @@ def test_crlf_exact_text_loader_keeps_file_characters(tmp_path: Path) -> None:
         assert any("\r\n" in c.text for c in chunks)
         for doc_id, cs in by_doc(chunks).items():
             assert uncovered(read_raw(doc_id), cs) == 0
-
-
-def test_exact_text_loader_errors(tmp_path: Path) -> None:
-    bad = tmp_path / "latin1.txt"
-    bad.write_bytes("café".encode("latin-1"))
-    with pytest.raises(RuntimeError, match="latin1.txt"):
-        ExactTextLoader(bad).load()
-    assert ExactTextLoader(bad, encoding="latin-1").load()[0].page_content == "café"
 
 
 def repeated_corpus(tmp_path: Path) -> tuple[Path, str, str]:
@@ -351,37 +344,6 @@ def test_empty_documents_and_blank_splits_reported(tmp_path: Path) -> None:
     assert chunks_from_langchain([blank]) == ([], [], [f"{paths['squad.txt']}: empty document (no text), skipped"])
 
 
-def make_pdf(path: Path, pages: list[list[str]]) -> None:
-    """Write a minimal PDF (Helvetica text, one list of lines per page)."""
-
-    def esc(s: str) -> str:
-        return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-    kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(len(pages)))
-    objs = [
-        "<< /Type /Catalog /Pages 2 0 R >>",
-        f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>",
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-    ]
-    for i, lines in enumerate(pages):
-        body = "BT /F1 10 Tf 12 TL 40 800 Td " + " ".join(f"({esc(line)}) '" for line in lines) + " ET"
-        objs.append(
-            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] "
-            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>"
-        )
-        objs.append(f"<< /Length {len(body.encode('latin-1'))} >>\nstream\n{body}\nendstream")
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for k, obj in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += f"{k} 0 obj\n{obj}\nendobj\n".encode("latin-1")
-    xref = len(out)
-    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
-    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
-    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    path.write_bytes(bytes(out))
-
-
 def test_pdf_pages_are_documents(tmp_path: Path) -> None:
     pypdf = pytest.importorskip("pypdf")
     squad = real_texts()["squad.txt"]
@@ -429,7 +391,9 @@ def probe_indices(chunks: Sequence[Chunk]) -> list[int]:
     """A few chunks whose text is unique in the corpus."""
     texts = [c.text for c in chunks]
     unique = [i for i, t in enumerate(texts) if texts.count(t) == 1 and len(t) > 100]
-    return unique[:: max(1, len(unique) // 6)]
+    probes = unique[:: max(1, len(unique) // 6)]
+    assert len(probes) >= 3, "the corpus should give a few unique chunks to probe with"
+    return probes
 
 
 @pytest.mark.parametrize("store_cls", [InMemoryVectorStore, _RelevanceStore])

@@ -1,21 +1,11 @@
-"""The framework-free helpers behind the LangChain / LlamaIndex adapters (no framework, no model)."""
+"""placement: pieces (splits, nodes) placed at verified offsets (no framework, no model)."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
-from nest_integrations._adapter_support import (
-    ChunkLookup,
-    Piece,
-    RetrievedItem,
-    build_chunks,
-    collect_hits,
-    place_pieces,
-)
-from nest_integrations.chunks import Chunk
 from nest_integrations.errors import DuplicateIdError
+from nest_integrations.placement import Piece, build_chunks, char_overlap, place_pieces, preview
 
 R = "Repeated paragraph."
 
@@ -75,28 +65,18 @@ def test_build_chunks_reports_and_rejects_duplicates() -> None:
         build_chunks([pieces[0], pieces[0]], texts)
 
 
-def test_chunk_lookup_follows_a_growing_list() -> None:
-    chunks = [Chunk("alpha", "a", "d", 0), Chunk("beta", "b", "d", 6)]
-    lookup = ChunkLookup(chunks)
-    assert lookup.by_id("b") == 1 and lookup.by_text("alpha") == 0
-    assert lookup.by_position("d", 6, "beta") == 1 and lookup.by_position("d", 6, "other") is None
-    chunks.append(Chunk("gamma", "c", "e", 0))
-    assert lookup.by_id("c") == 2 and lookup.by_text("gamma") == 2 and lookup.by_position("e", 0, "gamma") == 2
-    del chunks[:]
-    chunks.append(Chunk("delta", "x", "f", 0))
-    assert lookup.by_id("a") is None and lookup.by_text("delta") == 0
-    assert lookup.by_id(None) is None and lookup.by_position("d", True, "alpha") is None
+def test_char_overlap_of_splitters() -> None:
+    from langchain_text_splitters import CharacterTextSplitter, RecursiveCharacterTextSplitter
+
+    from nest_integrations.text_splitter import BoundaryTextSplitter
+
+    assert char_overlap(RecursiveCharacterTextSplitter(chunk_size=100, chunk_overlap=30)) == 30
+    assert char_overlap(BoundaryTextSplitter(100, 0)) == 0
+    assert char_overlap(CharacterTextSplitter(chunk_size=100, chunk_overlap=5, length_function=lambda t: len(t) // 4)) is None
+    assert char_overlap(None) is None and char_overlap(object()) is None
 
 
-def test_collect_hits_scores() -> None:
-    items = [RetrievedItem(3, "t", {}, 0.9), RetrievedItem(1, "u", {}, 0.5), RetrievedItem(3, "t", {}, 0.4)]
-    hits = collect_hits(items, 5, lambda: 10, None, "X")
-    assert [(h.index, h.score) for h in hits] == [(3, 0.9), (1, 0.5)]
-    items.append(RetrievedItem(None, "v", {}, None))
-    with pytest.warns(UserWarning, match="^1 document"):
-        hits = collect_hits(items, 5, lambda: 10, None, "X")
-    assert [(h.index, h.score) for h in hits] == [(3, 1.0), (1, 0.5)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert collect_hits(items, 1, lambda: 10, None, "X")[0].index == 3
-        assert [h.index for h in collect_hits(items, 5, lambda: 10, lambda t, m: 7, "X")] == [3, 1, 7]
+def test_preview_shortens() -> None:
+    assert preview("short") == "'short'"
+    long = preview("x" * 100, width=20)
+    assert long.endswith("...'") and len(long) == 22
