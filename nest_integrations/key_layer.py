@@ -79,14 +79,16 @@ class KeyLayerTap:
 
     @contextmanager
     def _capturing(self) -> Iterator[list[torch.Tensor]]:
+        # the hook lives only for the duration of one forward pass, so a copied or pickled model
+        # never carries it
         box: list[torch.Tensor] = []
         self._local.box = box
-        if self._hook is None:
-            assert self._module is not None
-            self._hook = self._module.register_forward_hook(self._on_output)
+        assert self._module is not None
+        hook = self._module.register_forward_hook(self._on_output)
         try:
             yield box
         finally:
+            hook.remove()
             self._local.box = None
 
     def close(self) -> None:
