@@ -5,9 +5,10 @@ document, so that every copied span can be traced to a character range of the or
 
 :func:`chunks_from_documents` is the splitter-to-chunks path of the package: ``nest ask`` (demo corpus or
 ``--docs``), ``nest index``, ``NestEngine.from_documents``, ``Datastore.from_documents`` and ``nest eval``
-all split with it. It takes any LangChain ``TextSplitter`` (default:
-:class:`~nest_integrations.text_splitter.BoundaryTextSplitter`), places every piece at a verified offset
-(:func:`~nest_integrations.placement.place_pieces`) and never passes a wrong offset on.
+all split with it. By default it cuts with :func:`boundary_spans` (no framework
+import); it also takes any LangChain ``TextSplitter`` (the same algorithm as one:
+:class:`~nest_integrations.langchain.text_splitter.BoundaryTextSplitter`), places every piece at a verified
+offset (:func:`~nest_integrations.placement.place_pieces`) and never passes a wrong offset on.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nest_integrations.errors import DuplicateIdError, EmptyCorpusError, OffsetError
+from nest_integrations.errors import ConfigError, DuplicateIdError, EmptyCorpusError, OffsetError
 
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_text_splitters import TextSplitter
 
-__all__ = ["Chunk", "Document", "check_unique", "chunks_from_documents", "default_splitter", "validate_chunks"]
+__all__ = ["BOUNDARIES", "Chunk", "Document", "boundary_spans", "check_unique", "chunks_from_documents", "validate_chunks"]
 
 #: Characters per chunk of the default splitter.
 DEFAULT_CHUNK_SIZE = 800
@@ -104,23 +105,68 @@ def validate_chunks(chunks: Iterable[Chunk]) -> list[Chunk]:
     return out
 
 
-def default_splitter(chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> TextSplitter:
-    """The splitter :func:`chunks_from_documents` uses by default: a
-    :class:`~nest_integrations.text_splitter.BoundaryTextSplitter`.
+#: Chunk boundaries, coarsest first; a chunk ends right after the first kind found in the last three
+#: quarters of its window (the boundary characters stay in the chunk, then trailing whitespace is dropped).
+BOUNDARIES: tuple[str, ...] = ("\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ")
+
+
+def check_split_sizes(chunk_size: Any, chunk_overlap: Any) -> None:
+    """Raise :class:`ConfigError` unless ``chunk_size > 0`` and ``0 <= chunk_overlap < chunk_size`` (integers)."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if isinstance(chunk_overlap, bool) or not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < chunk_size:
+        raise ConfigError(
+            f"chunk_overlap must be an integer >= 0 and smaller than chunk_size ({chunk_size}), got {chunk_overlap!r}"
+        )
+
+
+def boundary_spans(text: str, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> list[tuple[int, int]]:
+    """``(start, end)`` character ranges of the default chunks of ``text``, in order.
+
+    Greedy packing into chunks of at most ``chunk_size`` characters, each cut after the coarsest of
+    :data:`BOUNDARIES` found in the last three quarters of its window; leading and trailing whitespace of
+    every chunk is dropped; a chunk is longer than ``chunk_size`` only where no boundary exists. The next
+    chunk starts ``chunk_overlap`` characters before the previous cut (never at or before the previous
+    start), then skips whitespace.
 
     Raises:
-        ConfigError: ``chunk_size <= 0``, or ``chunk_overlap`` not in ``[0, chunk_size)``.
+        ConfigError: invalid ``chunk_size`` / ``chunk_overlap`` (:func:`check_split_sizes`).
     """
-    from nest_integrations.text_splitter import BoundaryTextSplitter
-
-    return BoundaryTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    check_split_sizes(chunk_size, chunk_overlap)
+    size, overlap = chunk_size, chunk_overlap
+    spans: list[tuple[int, int]] = []
+    n = len(text)
+    start = 0
+    while start < n and text[start].isspace():  # chunks do not start with blanks
+        start += 1
+    while start < n:
+        end = min(n, start + size)
+        if end < n:
+            window = text[start:end]
+            for boundary in BOUNDARIES:
+                pos = window.rfind(boundary)
+                if pos > size // 4:
+                    end = start + pos + len(boundary)
+                    break
+        stop = end
+        while stop > start and text[stop - 1].isspace():  # nor end with blanks
+            stop -= 1
+        if stop > start:
+            spans.append((start, stop))
+        if end >= n:
+            break
+        nxt = max(end - overlap, start + 1) if overlap else end
+        while nxt < n and text[nxt].isspace():
+            nxt += 1
+        start = nxt
+    return spans
 
 
 def split_pieces(splitter: TextSplitter, text: str) -> list[tuple[str, int | None]]:
     """``(piece_text, proposed_start)`` of the pieces ``splitter`` cuts ``text`` into, in order.
 
     A splitter that knows its ranges (``split_spans``, as
-    :class:`~nest_integrations.text_splitter.BoundaryTextSplitter`) gives exact starts; any other
+    :class:`~nest_integrations.langchain.text_splitter.BoundaryTextSplitter`) gives exact starts; any other
     LangChain ``TextSplitter`` gives its ``start_index`` (when made with ``add_start_index=True``) or none,
     to be checked and repaired by :func:`~nest_integrations.placement.place_pieces`.
     """
@@ -144,7 +190,7 @@ def chunks_from_documents(
         chunk_size: maximum characters per chunk of the default splitter.
         chunk_overlap: characters shared by consecutive chunks of the default splitter.
         splitter: any LangChain ``TextSplitter`` to use instead of the default
-            :class:`~nest_integrations.text_splitter.BoundaryTextSplitter` (``chunk_size`` /
+            :func:`boundary_spans` (``chunk_size`` /
             ``chunk_overlap`` are then the splitter's own); its chunks must be verbatim pieces of the text.
 
     Returns:
@@ -161,13 +207,18 @@ def chunks_from_documents(
     from nest_integrations.placement import char_overlap, place_pieces, preview
 
     if splitter is None:
-        splitter = default_splitter(chunk_size, chunk_overlap)
+        check_split_sizes(chunk_size, chunk_overlap)
     docs = list(documents)
     check_unique((d.doc_id for d in docs), "documents")
-    overlap = char_overlap(splitter)
+    overlap = chunk_overlap if splitter is None else char_overlap(splitter)
     out: list[Chunk] = []
     for doc in docs:
-        pieces = split_pieces(splitter, doc.text)
+        if splitter is None:
+            pieces: list[tuple[str, int | None]] = [
+                (doc.text[s:e], s) for s, e in boundary_spans(doc.text, chunk_size, chunk_overlap)
+            ]
+        else:
+            pieces = split_pieces(splitter, doc.text)
         for i, ((text, _), start) in enumerate(zip(pieces, place_pieces(doc.text, pieces, overlap), strict=True)):
             if start is None:
                 raise OffsetError(

@@ -40,9 +40,9 @@ from nest_integrations.errors import (
     NestError,
     OffsetError,
 )
+from nest_integrations.langchain.text_splitter import BoundaryTextSplitter
 from nest_integrations.loading import load_documents, read_text_file
 from nest_integrations.models import LoadedModel, default_model_dir, load_model
-from nest_integrations.text_splitter import BoundaryTextSplitter
 from tests.conftest import make_tiny_lm
 from tests.pdf import make_pdf
 

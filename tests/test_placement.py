@@ -68,7 +68,7 @@ def test_build_chunks_reports_and_rejects_duplicates() -> None:
 def test_char_overlap_of_splitters() -> None:
     from langchain_text_splitters import CharacterTextSplitter, RecursiveCharacterTextSplitter
 
-    from nest_integrations.text_splitter import BoundaryTextSplitter
+    from nest_integrations.langchain.text_splitter import BoundaryTextSplitter
 
     assert char_overlap(RecursiveCharacterTextSplitter(chunk_size=100, chunk_overlap=30)) == 30
     assert char_overlap(BoundaryTextSplitter(100, 0)) == 0

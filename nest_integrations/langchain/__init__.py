@@ -1,7 +1,7 @@
 """LangChain integration of nest-integrations.
 
-This subpackage is the only place that imports LangChain packages (the package core imports only
-``langchain-text-splitters``, for its default splitter). Importing it is cheap: the LangChain-backed
+This subpackage is the only place that imports LangChain packages (the package core imports none;
+its default chunking is :func:`nest_integrations.chunks.boundary_spans`). Importing it is cheap: the LangChain-backed
 helpers are loaded on first use.
 
 - :class:`ChatNest`: the chat model (citations in ``response_metadata["citations"]``).

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("langchain_text_splitters")
 
 from nest_integrations.errors import ConfigError  # noqa: E402
-from nest_integrations.text_splitter import BoundaryTextSplitter  # noqa: E402
+from nest_integrations.langchain.text_splitter import BoundaryTextSplitter  # noqa: E402
 
 TEXT = "First sentence here. Second one, with a clause; and more.\n\nNext paragraph is short.\n\n" * 4
 
