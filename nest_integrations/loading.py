@@ -75,14 +75,7 @@ def read_text_file(path: PathLike, encoding: str = "utf-8", *, allow_empty: bool
     """
     file = Path(path)
     name = str(path)
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise DocumentLoadError(name, "no such file or folder") from None
-    except IsADirectoryError:
-        raise DocumentLoadError(name, "is a folder, not a file") from None
-    except OSError as exc:
-        raise DocumentLoadError(name, f"cannot read ({exc.strerror or _describe(exc)})") from None
+    data = _read_bytes(file, name)
     if b"\x00" in data:
         raise DocumentLoadError(name, "binary file (contains NUL bytes), not text")
     try:
@@ -96,6 +89,18 @@ def read_text_file(path: PathLike, encoding: str = "utf-8", *, allow_empty: bool
     return Document(doc_id=name, text=text, metadata={"source": name, "title": file.name})
 
 
+def _read_bytes(file: Path, name: str) -> bytes:
+    """The file's bytes, or a :class:`DocumentLoadError` naming why they cannot be read."""
+    try:
+        return file.read_bytes()
+    except FileNotFoundError:
+        raise DocumentLoadError(name, "no such file or folder") from None
+    except IsADirectoryError:
+        raise DocumentLoadError(name, "is a folder, not a file") from None
+    except OSError as exc:
+        raise DocumentLoadError(name, f"cannot read ({exc.strerror or _describe(exc)})") from None
+
+
 def read_pdf_file(path: PathLike) -> list[Document]:
     """One document per page of a PDF that has extractable text (read with ``pypdf``).
 
@@ -105,12 +110,7 @@ def read_pdf_file(path: PathLike) -> list[Document]:
     """
     file = Path(path)
     name = str(path)
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise DocumentLoadError(name, "no such file or folder") from None
-    except OSError as exc:
-        raise DocumentLoadError(name, f"cannot read ({exc.strerror or _describe(exc)})") from None
+    data = _read_bytes(file, name)
     try:
         import pypdf
     except ImportError:
