@@ -304,7 +304,8 @@ class NestEngine:
             t0 = time.perf_counter()
             idx = [i for i, _ in hits[: cfg.passages]]
             req_chunks = [self.chunks[i] for i in idx]
-            store = self.token_store.request_view(idx, [c.text for c in req_chunks])
+            # the request's entries live on the model's device: search, p_kNN and the mixture stay there
+            store = self.token_store.request_view(idx, [c.text for c in req_chunks], device=self.lm.device)
             stats.keys_s = time.perf_counter() - t0
 
         decoder = NestDecoder(self.lm, cfg)

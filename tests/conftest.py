@@ -35,7 +35,7 @@ def _require_default_model() -> None:
 def default_lm():
     """SmolLM2-135M-Instruct, float32, shared by the whole session."""
     _require_default_model()
-    return load_model()
+    return load_model(dtype="float32", device="cpu")
 
 
 def make_tiny_lm(seed: int = 0):

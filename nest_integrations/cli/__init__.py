@@ -3,7 +3,7 @@
 Usage::
 
     nest download-model [--force] [--quiet]
-    nest ask QUESTION [--docs PATH ...] [--model PATH_OR_ID] [--dtype float32|bfloat16]
+    nest ask QUESTION [--docs PATH ...] [--model PATH_OR_ID] [--dtype auto|float32|bfloat16|float16]
              [--method nest|ra-nest|knnlm|ra|base] [--max-new-tokens N] [--abstain off|retrieval|retrieval+support]
              [--set KEY=VALUE ...] [--chunk-size N] [--json] [--no-stream] [--html FILE] [--color auto|always|never]
     nest chat [--docs PATH ... | --store DIR] [--model ...] [--abstain ...] [--set KEY=VALUE ...] [--json]

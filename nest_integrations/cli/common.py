@@ -62,7 +62,7 @@ __all__ = [
 
 PROG = "nest"
 METHODS = ("nest", "ra-nest", "knnlm", "ra", "base")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 ABSTAIN_MODES = ("off", "retrieval", "retrieval+support")
 
 #: Errors caused by what the user typed or passed: exit status 2.
@@ -149,7 +149,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=DTYPES,
         default=None,
-        help="weight dtype (default: float32, or the dtype a --store was built with)",
+        help="weight dtype (default: the dtype a --store was built with, else auto: bfloat16 on a GPU or a CPU "
+        "with native bf16, else float32)",
     )
 
 
@@ -339,7 +340,7 @@ def load_lm(args: argparse.Namespace) -> LoadedModel:
 
     quiet_libraries()
     note("loading model …")
-    return load_model(args.model, dtype=args.dtype or "float32")
+    return load_model(args.model, dtype=args.dtype or "auto")
 
 
 def quiet_libraries() -> None:

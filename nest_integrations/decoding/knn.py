@@ -38,11 +38,11 @@ def search(store: RequestStore, queries: torch.Tensor, r: int, allowed: torch.Te
     p = queries.shape[0]
     if k == 0:
         return Neighbours(
-            entries=torch.full((p, 0), -1, dtype=torch.long),
-            sq_dists=torch.empty((p, 0)),
+            entries=torch.full((p, 0), -1, dtype=torch.long, device=queries.device),
+            sq_dists=torch.empty((p, 0), device=queries.device),
             count=0,
         )
-    q = queries.float()
+    q = queries.float().to(store.keys.device)
     d2 = (q * q).sum(-1, keepdim=True) + store.sq_norms[None, :] - 2.0 * (q @ store.keys.T)
     d2 = d2.clamp_min_(0.0)
     if bool(invalid.any()):
@@ -61,7 +61,7 @@ def knn_distribution(
     Rows with no neighbours are all zeros (λ = 1 makes them irrelevant).
     """
     p = nb.entries.shape[0]
-    out = torch.zeros((p, vocab_size), dtype=torch.float32)
+    out = torch.zeros((p, vocab_size), dtype=torch.float32, device=nb.sq_dists.device)
     if nb.count == 0:
         return out
     weights = torch.softmax(-nb.sq_dists / (temperature * math.sqrt(dim)), dim=-1)
@@ -79,7 +79,7 @@ def rrc_lambda(nb: Neighbours, alpha: float, tau: float) -> torch.Tensor:
     """
     p = nb.entries.shape[0]
     if nb.count == 0:
-        return torch.ones(p)
+        return torch.ones(p, device=nb.sq_dists.device)
     dmin = nb.sq_dists[:, 0]
     dr = nb.sq_dists[:, nb.count - 1]
     ratio = torch.where(dr > 0, dmin / torch.where(dr > 0, dr, torch.ones_like(dr)), torch.ones_like(dr))

@@ -74,7 +74,9 @@ class NestDecoder:
 
     # ---- model calls ---------------------------------------------------------------------
     def _forward(self, ids: list[int], cache, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feed ``ids`` after the cache; returns logits (P, V) float32 and key-layer states (P, D) float32."""
+        """Feed ``ids`` after the cache; returns logits (P, V) float32 and key-layer states (P, D) float32,
+        both on the model's (input) device: nothing of vocabulary size leaves the device (the loop reads
+        only scalars from it — the chosen token, λ, the accepted length)."""
         dev = self.lm.device
         kwargs = {"logits_to_keep": 1} if last_only else {}
         out, states = self._tap.forward(
@@ -87,7 +89,9 @@ class NestDecoder:
         hs = states[0]
         if last_only:
             hs = hs[-1:]
-        return out.logits[0].float().cpu(), hs.float().cpu()
+        # with device_map="auto" the last layers may sit on another device than the embeddings: bring the
+        # outputs to the input device (device to device, no host copy), where the request store lives
+        return out.logits[0].float().to(dev), hs.float().to(dev)
 
     # ---- distributions ------------------------------------------------------------------
     def _mix(self, store: RequestStore | None, logits: torch.Tensor, hidden: torch.Tensor, lm_only: bool = False):
@@ -95,16 +99,16 @@ class NestDecoder:
         cfg = self.cfg
         p_lm = torch.softmax(logits / cfg.lm_temperature, dim=-1)
         if store is None or len(store) == 0 or lm_only or cfg.method in ("base", "ra"):
-            return p_lm, torch.ones(logits.shape[0]), None, p_lm
+            return p_lm, torch.ones(logits.shape[0], device=logits.device), None, p_lm
         t0 = time.perf_counter()
         allowed = self.rules.sentence_lock() if self.rules is not None and cfg.lock_mixture else None
         nb = search(store, hidden, cfg.neighbors, allowed)
         self.stats.knn_searches += 1
         p_knn = knn_distribution(store, nb, self._vocab, hidden.shape[-1], cfg.knn_temperature)
         if nb.count == 0:
-            lam = torch.ones(logits.shape[0])
+            lam = torch.ones(logits.shape[0], device=logits.device)
         elif cfg.method == "knnlm":
-            lam = torch.full((logits.shape[0],), cfg.knn_lambda)
+            lam = torch.full((logits.shape[0],), cfg.knn_lambda, device=logits.device)
         else:
             lam = rrc_lambda(nb, cfg.alpha, cfg.tau)
         self.stats.knn_s += time.perf_counter() - t0
@@ -121,7 +125,7 @@ class NestDecoder:
         if forbid is not None:
             n = min(scores.shape[-1], forbid.shape[0])
             scores = scores.clone()
-            scores[:n][forbid[:n]] = float("-inf")
+            scores[:n][forbid[:n].to(scores.device)] = float("-inf")
         return int(torch.argmax(scores))
 
     def _ends_sentence(self, store: RequestStore, chunk: int, pos: int) -> bool:
@@ -263,7 +267,9 @@ class NestDecoder:
                     acceptor = self.acceptor
                     if answer_start and cfg.acceptance != "lossless" and cfg.answer_gamma is not None:
                         acceptor = RelaxedAcceptor(cfg.answer_gamma)
-                    k = acceptor.accept_length(p_m, pred_logits, torch.tensor(draft, dtype=torch.long))
+                    k = acceptor.accept_length(
+                        p_m, pred_logits, torch.tensor(draft, dtype=torch.long, device=p_m.device)
+                    )
                     if answer_start and cfg.acceptance != "lossless":
                         k = max(k, 1)  # the answer proposer's sentence starts the answer; the LM verifies the rest
                     answer_start = False
@@ -370,7 +376,7 @@ class NestDecoder:
                 # lm_preferred rule: the anchor's value is not argmax p_M; copy only if it passes
                 # the acceptance rule at this position
                 tok = int(store.chunk_tokens(anchor[0])[anchor[1]])
-                ok = self.acceptor.accept_length(p_m, cur_logits[None], torch.tensor([tok])) == 1
+                ok = self.acceptor.accept_length(p_m, cur_logits[None], torch.tensor([tok], device=p_m.device)) == 1
                 if ok and forbid is not None and bool(forbid[tok]):
                     ok = False
                 if ok and (rules is None or rules.can_start(anchor[0], anchor[1], tok)):

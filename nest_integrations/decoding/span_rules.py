@@ -205,8 +205,8 @@ class SpanRules:
         if self.sentence_source == "document":
             doc = self.chunk_docs[first]
             ok = torch.tensor([d == doc for d in self.chunk_docs], dtype=torch.bool)
-            return ok[self.store.entry_chunk]
-        return self.store.entry_chunk == first
+            return ok[self.store.entry_chunk].to(self.store.mask.device)
+        return (self.store.entry_chunk == first).to(self.store.mask.device)
 
     # ---- the rules -------------------------------------------------------------------------------
     def can_start(self, chunk: int, pos: int, token: int) -> bool:

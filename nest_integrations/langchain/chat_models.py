@@ -231,7 +231,7 @@ class ChatNest(BaseChatModel):
         *,
         text_splitter: Any = None,
         model: Any = None,
-        dtype: str = "float32",
+        dtype: str = "auto",
         nest_config: NestConfig | None = None,
         **kwargs: Any,
     ) -> ChatNest:
@@ -263,7 +263,7 @@ class ChatNest(BaseChatModel):
         from nest_integrations.datastore import Datastore
 
         if not isinstance(datastore, Datastore):
-            dtype = Datastore.stored_dtype(datastore) or "float32"
+            dtype = Datastore.stored_dtype(datastore) or "auto"
             datastore = Datastore.load(datastore, _as_lm(model, dtype))
         cfg = nest_config or NestConfig(key_layer=datastore.key_layer)
         return cls(engine=datastore.engine(cfg), nest_config=cfg, **kwargs)

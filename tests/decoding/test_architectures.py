@@ -16,11 +16,15 @@ drafts are frequent, partly accepted and rejected at the changed words. Properti
 equals greedy ``generate`` while drafts are verified and rejected; (c) after any accept/reject pattern
 the cache gives the logits of a fresh forward; (d) one forward per verification, counted by a hook;
 (e) copied spans are exact in the document, the chunk and the response.
+
+The models run on ``$NEST_TEST_DEVICE`` (default ``cpu``; ``python benchmarks/device_check.py`` sets it to the
+accelerator it finds), so the same properties are checked on a GPU.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,7 @@ from nest_integrations.decoding.loop import NestDecoder
 from nest_integrations.models import LoadedModel
 from nest_integrations.prompts import NoChatTemplateWarning, render_prompt, to_messages
 
+DEVICE = os.environ.get("NEST_TEST_DEVICE", "cpu")
 WINDOW = 8
 NEW_TOKENS = 40
 INIT_RANGE = 0.3
@@ -147,11 +152,11 @@ def _tiny_model(name: str, tok) -> Any:
         rows = torch.randn(len(words), head.shape[1], generator=torch.Generator().manual_seed(1))
         head.zero_()
         head[[w[0] for w in words]] = rows
-    return model
+    return model.to(DEVICE)
 
 
 def _greedy(lm: LoadedModel, prompt_ids: list[int], n: int) -> list[int]:
-    ids = torch.tensor([prompt_ids])
+    ids = torch.tensor([prompt_ids], device=lm.device)
     with torch.inference_mode():
         out = lm.model.generate(
             ids,
@@ -199,7 +204,7 @@ def build(name: str, tokenizer) -> Arch:
 def _store(arch: Arch):
     eng = arch.engine
     idx = list(range(len(eng.chunks)))
-    return eng.token_store.request_view(idx, [c.text for c in eng.chunks])
+    return eng.token_store.request_view(idx, [c.text for c in eng.chunks], device=arch.lm.device)
 
 
 def _checked(arch: Arch, call):
@@ -286,8 +291,11 @@ def test_kv_cache_after_accept_reject_pattern_equals_fresh_forward(arch: Arch, p
     # last forward, so the check extends the text instead of cropping it
     full.append(arch.greedy[0])
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([full[n_cached:]]), use_cache=True, **{cache_kwarg(model): cache}).logits[0]
-        fresh = model(input_ids=torch.tensor([full])).logits[0, n_cached:]
+        dev = arch.lm.device
+        out = model(
+            input_ids=torch.tensor([full[n_cached:]], device=dev), use_cache=True, **{cache_kwarg(model): cache}
+        ).logits[0]
+        fresh = model(input_ids=torch.tensor([full], device=dev)).logits[0, n_cached:]
     assert torch.allclose(out, fresh, atol=1e-4)
 
 
@@ -426,3 +434,30 @@ def test_sliding_window_cache_rolls_back_past_the_window() -> None:
         fresh = model(input_ids=seq[:, : 2 * WINDOW + 3]).logits[0, -1]
     assert cache.get_seq_length() == 2 * WINDOW + 3
     assert torch.allclose(out, fresh, atol=1e-4)
+
+
+def test_no_vocabulary_sized_tensor_leaves_the_device(arch: Arch, monkeypatch) -> None:
+    """GPU-ready loop (issue 12): p_M, argmax and acceptance stay where the logits are; only scalars come back.
+
+    Every host read of a tensor (``.cpu()``, ``.numpy()``, ``.tolist()``, ``.item()``) during decoding is
+    recorded; none may be as large as the vocabulary (on a GPU each would be a sync and a large copy per step).
+    """
+    vocab = int(arch.lm.model.config.vocab_size)
+    reads: list[tuple[str, int]] = []
+
+    def spy(name):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *a, **k):
+            reads.append((name, int(self.numel())))
+            return original(self, *a, **k)
+
+        return wrapper
+
+    for name in ("cpu", "numpy", "tolist", "item"):
+        monkeypatch.setattr(torch.Tensor, name, spy(name))
+    runs = [_generate(arch, acceptance="lossless"), _generate(arch, gamma=0.1, sentence_source="chunk")]
+    monkeypatch.undo()
+    assert all(r.stats.tokens_accepted > 0 and len(r.token_ids) == NEW_TOKENS for r in runs)
+    big = [r for r in reads if r[1] >= vocab]
+    assert not big, f"{len(big)} vocabulary-sized host reads, e.g. {big[:3]}"

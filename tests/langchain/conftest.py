@@ -34,5 +34,5 @@ def shared_chat_engine():
         pytest.skip("default model not downloaded (run `nest download-model`)")
     docs = DirectoryLoader(str(corpus_dir()), glob="*.txt", loader_cls=ExactTextLoader).load()
     splitter = RecursiveCharacterTextSplitter(chunk_size=600, chunk_overlap=0, add_start_index=True)
-    chat = ChatNest.from_documents(docs, text_splitter=splitter, model=load_model(), nest_config=NestConfig(max_new_tokens=24))
+    chat = ChatNest.from_documents(docs, text_splitter=splitter, model=load_model(dtype="float32"), nest_config=NestConfig(max_new_tokens=24))
     return chat.engine
