@@ -42,6 +42,8 @@ class NestEngine:
         precompute_keys: encode every chunk now (indexing) instead of on first retrieval.
         token_store: keys of ``chunks`` kept elsewhere (a :class:`~nest_integrations.datastore.Datastore`);
             index ``i`` of the store must be ``chunks[i]``.
+        idf_texts: the texts whose document frequencies weight the question's words for the answer proposer
+            and the support score (default: the chunks; context mode, with a few chunks, uses sentences).
 
     One engine may serve many threads and asyncio tasks at once: requests take turns on the model
     through its gate (:func:`~nest_integrations.concurrency.model_gate`), step by step, and each returns
@@ -62,6 +64,7 @@ class NestEngine:
         retriever: PassageRetriever | None = None,
         precompute_keys: bool = False,
         token_store: TokenStore | None = None,
+        idf_texts: Sequence[str] | None = None,
     ) -> None:
         check_rollback(lm.model)  # refuse a model NEST cannot decode with now, not at the first request
         self.lm = lm
@@ -79,6 +82,10 @@ class NestEngine:
         self._retriever = retriever
         self._sentence_emb: dict[int, Any] = {}
         self._idf: tuple[int, dict[str, float]] | None = None
+        if idf_texts is not None:
+            from nest_integrations.answer_selection import idf_table
+
+            self._idf = (len(self.chunks), idf_table(list(idf_texts)))
         if precompute_keys:
             self.token_store.precompute()
 

@@ -32,6 +32,7 @@ __all__ = [
     "load_model",
     "resolve_device",
     "resolve_dtype",
+    "shared_model",
 ]
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -427,3 +428,24 @@ def load_model(
         model.to(device)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, path=path, dtype=dtype)
+
+
+_SHARED: dict[tuple[str, str, str], LoadedModel] = {}
+_SHARED_LOCK = __import__("threading").Lock()
+
+
+def shared_model(name_or_path: str | os.PathLike[str] | None = None, *, dtype: Dtype = "auto", device: str = "auto") -> LoadedModel:
+    """:func:`load_model`, loaded once per process for each (model, dtype, device) and then shared.
+
+    What adapters built without a model use (``ChatNest()``, ``NestLLM()`` in context mode), so many of them
+    hold one copy of the weights; requests on it take turns through its gate
+    (:mod:`nest_integrations.concurrency`).
+    """
+    dev = resolve_device(device)
+    key = (str(name_or_path or ""), resolve_dtype(dtype, dev), dev)
+    with _SHARED_LOCK:
+        lm = _SHARED.get(key)
+        if lm is None:
+            lm = load_model(name_or_path, dtype=key[1], device=dev)  # type: ignore[arg-type]
+            _SHARED[key] = lm
+        return lm

@@ -4,7 +4,9 @@ This subpackage is the only place that imports LangChain packages (the package c
 its default chunking is :func:`nest_integrations.chunks.boundary_spans`). Importing it is cheap: the LangChain-backed
 helpers are loaded on first use.
 
-- :class:`ChatNest`: the chat model (citations in ``response_metadata["citations"]``).
+- :class:`ChatNest`: the chat model (citations in ``response_metadata["citations"]``); ``ChatNest()`` with no
+  corpus is the drop-in LLM of an existing RAG chain (context mode), and :func:`invoke_with_citations` runs
+  such a chain and maps the citations to its ``context`` documents.
 - :class:`NestLLM`: completion-style LLM; :class:`NestRetriever`: the passage stage as a retriever;
   :func:`citations_to_documents`: an answer's cited spans as documents.
 - :class:`NestFileLoader`: a LangChain loader of ``.txt`` / ``.md`` / ``.pdf`` files and folders, the
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from nest_integrations.chunks import chunks_from_documents as split_documents
+    from nest_integrations.langchain.chains import CitationCollector, ainvoke_with_citations, invoke_with_citations
     from nest_integrations.langchain.chat_models import ChatNest, UnsupportedMessageError, citations_to_documents
     from nest_integrations.langchain.documents import (
         ExactTextLoader,
@@ -53,6 +56,9 @@ __all__ = [
     "chunks_to_langchain",
     "load_text_files",
     "split_documents",
+    "CitationCollector",
+    "invoke_with_citations",
+    "ainvoke_with_citations",
 ]
 
 _LAZY = {
@@ -67,6 +73,9 @@ _LAZY = {
     "NestFileLoader": "nest_integrations.langchain.documents",
     "chunks_from_langchain": "nest_integrations.langchain.documents",
     "chunks_to_langchain": "nest_integrations.langchain.documents",
+    "CitationCollector": "nest_integrations.langchain.chains",
+    "invoke_with_citations": "nest_integrations.langchain.chains",
+    "ainvoke_with_citations": "nest_integrations.langchain.chains",
 }
 
 

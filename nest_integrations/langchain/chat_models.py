@@ -149,6 +149,14 @@ class ChatNest(BaseChatModel):
     (a saved :class:`~nest_integrations.datastore.Datastore`) or :meth:`from_retriever` (a LangChain
     retriever / vector store as the passage stage), or pass an ``engine``.
 
+    **Drop-in (context mode)**: ``ChatNest()`` with no engine is the LLM of the RAG chain you already have
+    (``create_stuff_documents_chain`` / ``create_retrieval_chain`` over any vector store): NEST copies from
+    the context the chain put in the prompt — every system / user message of at least ``context_min_chars``
+    characters (:mod:`nest_integrations.context`) — with no datastore. Citations then have ``doc_id``
+    ``message-<i>`` and offsets into that message; :func:`~nest_integrations.langchain.invoke_with_citations`
+    runs a chain and maps them to its ``context`` documents (and to the files they came from). The model is
+    ``model`` (a path or cached id; default the embedded model), loaded once per process and shared.
+
     Retrieval runs per call on the text chosen by ``retrieval_query``:
 
     - ``"condensed"`` (what ``None``, the default, gives unless ``nest_config.conversation_query`` says
@@ -185,7 +193,11 @@ class ChatNest(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
-    engine: Any = Field(default=None, exclude=True, description="the NestEngine that answers")
+    engine: Any = Field(default=None, exclude=True, description="the NestEngine that answers (None: context mode)")
+    lm: Any = Field(default=None, exclude=True, description="context mode's model (default: the embedded one, shared)")
+    context_min_chars: int = Field(
+        default=200, description="context mode: a system / user message this long (characters) holds context"
+    )
     model: str = Field(default="", alias="model_name", description="model id (from the engine when empty)")
     nest_config: NestConfig | None = Field(default=None, description="NEST hyperparameters (default: the engine's)")
     method: Literal["nest", "ra-nest", "knnlm", "ra", "base"] | None = None
@@ -215,13 +227,18 @@ class ChatNest(BaseChatModel):
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise ConfigError(f"max_tokens must be positive (got {self.max_tokens})")
         _check_stop(self.stop)
+        if self.context_min_chars < 1:
+            raise ConfigError(f"context_min_chars must be positive (got {self.context_min_chars})")
         if self.engine is None:
-            raise ConfigError(
-                "ChatNest needs an engine: use ChatNest.from_documents(docs), ChatNest.from_datastore(path), "
-                "ChatNest.from_retriever(retriever) or ChatNest(engine=NestEngine(...))"
-            )
+            # context mode: no datastore; NEST copies from the context the caller's chain put in the prompt
+            if self.lm is None:
+                from nest_integrations.models import shared_model
+
+                self.lm = shared_model(self.model or None)
+        elif self.lm is None:
+            self.lm = self.engine.lm
         if not self.model:
-            self.model = self.engine.lm.model_id
+            self.model = self.lm.model_id
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
@@ -312,7 +329,19 @@ class ChatNest(BaseChatModel):
         return params
 
     def _config(self) -> NestConfig:
-        return self.nest_config or self.engine.config
+        if self.nest_config is not None:
+            return self.nest_config
+        return self.engine.config if self.engine is not None else NestConfig()
+
+    def _run(self, msgs: list[dict[str, str]], query: str, cancel: threading.Event | None, opts: dict[str, Any]):
+        """The engine's stream of deltas, or context mode's when ChatNest has no engine."""
+        if self.engine is not None:
+            return self.engine.stream(msgs, retrieval_query=query, cancel=cancel, **opts)
+        from nest_integrations.context import stream_over_context
+
+        return stream_over_context(
+            self.lm, msgs, self._config(), min_chars=self.context_min_chars, retrieval_query=query, cancel=cancel, **opts
+        )
 
     def _call_options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         _check_stop(stop)
@@ -378,7 +407,10 @@ class ChatNest(BaseChatModel):
         msgs = to_nest_messages(messages)
         opts = self._call_options(stop, kwargs)
         query = self._query(msgs, opts)
-        result = self.engine.generate(msgs, retrieval_query=query, cancel=cancel, **opts)
+        result = None
+        for delta in self._run(msgs, query, cancel, opts):
+            result = delta.result or result
+        assert result is not None
         citations = [] if result.abstained else [citation_dict(s) for s in result.spans]
         content: Any = result.text
         if self._v1():
@@ -413,7 +445,7 @@ class ChatNest(BaseChatModel):
         msgs = to_nest_messages(messages)
         opts = self._call_options(stop, kwargs)
         query = self._query(msgs, opts)
-        for delta in self.engine.stream(msgs, retrieval_query=query, cancel=cancel, **opts):
+        for delta in self._run(msgs, query, cancel, opts):
             chunk = self._chunk(delta, query)
             if chunk is not None:
                 yield chunk

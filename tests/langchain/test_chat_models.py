@@ -14,7 +14,7 @@ from langchain_core.output_parsers import StrOutputParser  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 
-from nest_integrations.errors import ConfigError, NestError  # noqa: E402
+from nest_integrations.errors import ConfigError, ModelNotFoundError, NestError  # noqa: E402
 from nest_integrations.langchain import (  # noqa: E402
     ChatNest,
     NestLLM,
@@ -144,8 +144,10 @@ def test_bad_input(chat: ChatNest) -> None:
         chat.invoke("hi", stop=[""])
     with pytest.raises(ConfigError, match="temperature"):
         ChatNest(engine=chat.engine, temperature=0.8)
-    with pytest.raises(ConfigError, match="needs an engine"):
-        ChatNest()
+    with pytest.raises(ConfigError, match="context_min_chars must be positive"):
+        ChatNest(lm=chat.engine.lm, context_min_chars=0)
+    with pytest.raises(ModelNotFoundError):
+        ChatNest(model="/no/such/model")  # context mode loads its model now: a missing one is a clear error
     assert issubclass(UnsupportedMessageError, NestError)
 
 

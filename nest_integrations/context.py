@@ -1,0 +1,296 @@
+"""Context mode (issue 13): NEST whose token store is the context already inside the prompt.
+
+Most RAG apps retrieve documents themselves and stuff them into the prompt (LangChain
+``create_stuff_documents_chain`` / ``create_retrieval_chain``, LlamaIndex response synthesizers). In context
+mode NEST copies from those documents, with no datastore: the **context segments** of the messages — the
+documents the caller names (found verbatim in the messages), or else every system / user message whose text
+is at least ``min_chars`` long — are split into chunks and encoded (keys of each chunk encoded alone, the same
+key mode as a datastore's, NEST.md §2), and the request's token store is all of them; there is no passage
+retrieval. The prompt is the caller's messages unchanged (their context is already in it), so the method is
+``nest`` (an ``ra-nest`` / ``ra`` config is run as ``nest`` / ``base``: adding passages again would change the
+caller's prompt).
+
+A copied span's ``doc_id`` is ``message-<i>`` (``i`` = the message's index) and its ``doc_start`` /
+``doc_end`` are offsets into that message's content, so ``messages[i]["content"][doc_start:doc_end] ==
+span.text``; :func:`map_to_documents` turns them into offsets into the documents the caller stuffed
+(``page_content`` / node text) and, where those documents record where they start in a file that still holds
+them, into that file.
+
+A prompt with no context segment is answered by the plain LM (no citations, no error).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nest_integrations.chunks import Chunk, Document, chunks_from_documents
+from nest_integrations.config import NestConfig
+from nest_integrations.errors import ConfigError
+from nest_integrations.models import LoadedModel
+from nest_integrations.prompts import Message, last_user_text, to_messages
+from nest_integrations.results import CopiedSpan, NestDelta, NestResult
+from nest_integrations.retrieval.base import ScoredChunk, check_query, clamp_k
+from nest_integrations.sentences import split_sentences
+
+__all__ = [
+    "DEFAULT_MIN_CONTEXT_CHARS",
+    "ContextSegment",
+    "CitedDocument",
+    "find_context_segments",
+    "context_chunks",
+    "stream_over_context",
+    "generate_over_context",
+    "map_to_documents",
+]
+
+DEFAULT_MIN_CONTEXT_CHARS = 200
+"""A system / user message of at least this many characters holds context (when no documents are named)."""
+
+_METHOD_IN_CONTEXT = {"ra-nest": "nest", "ra": "base", "ra-pld": "base"}
+
+
+@dataclass(frozen=True)
+class ContextSegment:
+    """A piece of the prompt that holds a document: ``messages[message_index]["content"][start:end]``."""
+
+    message_index: int
+    start: int
+    end: int
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class CitedDocument:
+    """A copied span located in one of the caller's documents.
+
+    Attributes:
+        document: index of the document in the list given to :func:`map_to_documents`.
+        start, end: offsets of ``text`` in that document's text (``doc_text[start:end] == text``).
+        source: the document's source (file path) when it records one.
+        source_start, source_end: offsets in the source file, when the document records where it starts
+            (``start_index``) and the file re-read from disk holds the text there; else None.
+        span: the span as the engine reported it (offsets into the message).
+    """
+
+    document: int
+    text: str
+    start: int
+    end: int
+    source: str | None
+    source_start: int | None
+    source_end: int | None
+    span: CopiedSpan
+
+
+def find_context_segments(
+    messages: Sequence[Message],
+    documents: Sequence[str] | None = None,
+    min_chars: int = DEFAULT_MIN_CONTEXT_CHARS,
+) -> list[ContextSegment]:
+    """The segments of ``messages`` that hold context.
+
+    With ``documents`` (texts the caller put in the prompt, e.g. a chain's retrieved documents), each one found
+    verbatim in a system / user message is a segment (its first occurrence after the previous document's, so
+    documents stuffed in order map to their own place; a document not in the messages is skipped). Without,
+    every system / user message of at least ``min_chars`` characters is one segment, except the last user
+    message when it is shorter (the question).
+    """
+    if min_chars < 1:
+        raise ConfigError(f"min_chars must be positive (got {min_chars})")
+    out: list[ContextSegment] = []
+    contents = [(i, str(m["content"])) for i, m in enumerate(messages) if m["role"] in ("system", "user")]
+    if documents is not None:
+        cursor: dict[int, int] = {}
+        for k, doc in enumerate(documents):
+            if not doc.strip():
+                continue
+            for i, text in contents:
+                p = text.find(doc, cursor.get(i, 0))
+                if p < 0:
+                    p = text.find(doc)
+                if p >= 0:
+                    out.append(ContextSegment(i, p, p + len(doc), f"document-{k}"))
+                    cursor[i] = p + len(doc)
+                    break
+        return out
+    for i, text in contents:
+        if len(text.strip()) >= min_chars:
+            out.append(ContextSegment(i, 0, len(text)))
+    return out
+
+
+def context_chunks(
+    messages: Sequence[Message], segments: Sequence[ContextSegment], chunk_size: int = 800
+) -> list[Chunk]:
+    """Chunks of the segments, each with ``doc_id = "message-<i>"`` and its offset in that message's content."""
+    out: list[Chunk] = []
+    by_message: dict[int, list[ContextSegment]] = {}
+    for s in segments:
+        by_message.setdefault(s.message_index, []).append(s)
+    for i, segs in sorted(by_message.items()):
+        content = str(messages[i]["content"])
+        for k, seg in enumerate(sorted(segs, key=lambda s: s.start)):
+            piece = content[seg.start : seg.end]
+            if not piece.strip():
+                continue
+            doc = Document(f"message-{i}.{k}", piece)
+            for c in chunks_from_documents([doc], chunk_size=chunk_size):
+                out.append(
+                    Chunk(
+                        text=c.text,
+                        chunk_id=f"message-{i}#{seg.start + c.doc_offset}",
+                        doc_id=f"message-{i}",
+                        doc_offset=seg.start + c.doc_offset,
+                        metadata={"message_index": i, **({"segment": seg.label} if seg.label else {})},
+                    )
+                )
+    return out
+
+
+class _AllChunks:
+    """The passage stage of context mode: every chunk, in prompt order (the caller already retrieved)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        check_query(query)
+        return [ScoredChunk(i, 1.0) for i in range(clamp_k(k, self.n))]
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _context_config(config: NestConfig, n_chunks: int) -> NestConfig:
+    method = _METHOD_IN_CONTEXT.get(config.method, config.method)
+    return config.replace(method=method, passages=max(1, n_chunks), ra_passages=max(1, n_chunks))
+
+
+def stream_over_context(
+    lm: LoadedModel,
+    messages: str | Sequence[Message],
+    config: NestConfig | None = None,
+    *,
+    documents: Sequence[str] | None = None,
+    segments: Sequence[ContextSegment] | None = None,
+    min_chars: int = DEFAULT_MIN_CONTEXT_CHARS,
+    retrieval_query: str | None = None,
+    cancel: threading.Event | None = None,
+    **overrides: Any,
+) -> Iterator[NestDelta]:
+    """Stream NEST's answer to ``messages`` copying from the context inside them; the last delta has the result.
+
+    Args:
+        lm: the model.
+        messages: chat messages (role / content dicts) or one user message.
+        config: hyperparameters (default ``NestConfig()``); ``overrides`` apply to this call.
+        documents: the texts stuffed into the prompt, when known (see :func:`find_context_segments`).
+        segments: the context segments themselves (overrides ``documents``).
+        min_chars: when neither is given, the length from which a system / user message is context.
+        retrieval_query: the question the answer proposer and abstention compare the context with (default:
+            the last user message).
+        cancel: an event that stops the request when set (see :meth:`NestEngine.stream`).
+    """
+    from nest_integrations.engine import NestEngine
+
+    msgs = to_messages(messages)
+    cfg = (config or NestConfig()).replace(**overrides) if overrides else (config or NestConfig())
+    segs = list(segments) if segments is not None else find_context_segments(msgs, documents, min_chars)
+    chunks = context_chunks(msgs, segs) if segs else []
+    if not chunks:
+        # no context: the plain LM (NEST with an empty store is greedy decoding), no citations
+        cfg = cfg.replace(method="base", abstain="off", answer_draft="none")
+        chunks = [Chunk(text="(no context)", chunk_id="none", doc_id="none")]
+    else:
+        cfg = _context_config(cfg, len(chunks))
+    # the question's words are weighted by how many of the context's SENTENCES hold them: over a handful of
+    # chunks a chunk-level document frequency says nothing (every word is in one chunk or two)
+    sentences = [c.text[a:b] for c in chunks for a, b in split_sentences(c.text)] or [c.text for c in chunks]
+    engine = NestEngine(lm, chunks, cfg, retriever=_AllChunks(len(chunks)), idf_texts=sentences)
+    query = retrieval_query if retrieval_query is not None else last_user_text(msgs)
+    yield from engine.stream(msgs, retrieval_query=query, cancel=cancel)
+
+
+def generate_over_context(
+    lm: LoadedModel,
+    messages: str | Sequence[Message],
+    config: NestConfig | None = None,
+    **kwargs: Any,
+) -> NestResult:
+    """:func:`stream_over_context`, collected: the :class:`~nest_integrations.results.NestResult`."""
+    result = None
+    for delta in stream_over_context(lm, messages, config, **kwargs):
+        result = delta.result or result
+    assert result is not None
+    return result
+
+
+def _read_source(source: str) -> str | None:
+    from pathlib import Path
+
+    try:
+        p = Path(source)
+        if p.is_file():
+            return p.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return None
+
+
+def map_to_documents(
+    spans: Sequence[CopiedSpan],
+    messages: Sequence[Message],
+    documents: Sequence[tuple[str, dict[str, Any]]],
+) -> list[CitedDocument]:
+    """Locate context-mode spans in the caller's documents: ``(text, metadata)`` pairs, in prompt order.
+
+    A span is matched to the document whose text holds it at the span's place in the message (documents are
+    found in the message as :func:`find_context_segments` does); one that lies in no document (e.g. copied
+    from the instructions around the context) is left out. Source offsets are given when the metadata has
+    ``source`` and ``start_index`` and the file read now holds the text at ``start_index + start``.
+    """
+    msgs = to_messages(messages)
+    places: list[tuple[int, int, int]] = []  # (message, start, document index)
+    cursor: dict[int, int] = {}
+    for k, (text, _) in enumerate(documents):
+        if not text.strip():
+            continue
+        for i, m in enumerate(msgs):
+            if m["role"] not in ("system", "user"):
+                continue
+            content = str(m["content"])
+            p = content.find(text, cursor.get(i, 0))
+            if p < 0:
+                p = content.find(text)
+            if p >= 0:
+                places.append((i, p, k))
+                cursor[i] = p + len(text)
+                break
+    files: dict[str, str | None] = {}
+    out: list[CitedDocument] = []
+    for s in spans:
+        if not s.doc_id.startswith("message-"):
+            continue
+        i = int(s.doc_id.split("-", 1)[1])
+        for mi, p, k in places:
+            text, meta = documents[k]
+            if mi != i or not (p <= s.doc_start and s.doc_end <= p + len(text)):
+                continue
+            start, end = s.doc_start - p, s.doc_end - p
+            assert text[start:end] == s.text
+            source = meta.get("source")
+            s_start = s_end = None
+            base = meta.get("start_index")
+            if source is not None and isinstance(base, int) and base >= 0:
+                src = str(source)
+                if src not in files:
+                    files[src] = _read_source(src)
+                body = files[src]
+                if body is not None and body[base + start : base + end] == s.text:
+                    s_start, s_end = base + start, base + end
+            out.append(CitedDocument(k, s.text, start, end, None if source is None else str(source), s_start, s_end, s))
+            break
+    return out
