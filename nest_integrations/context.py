@@ -85,6 +85,27 @@ class CitedDocument:
     span: CopiedSpan
 
 
+def _locate(messages: Sequence[Message], documents: Sequence[str]) -> list[tuple[int, int, int]]:
+    """(message index, offset, document index) of each document found verbatim in a system / user message:
+    its first occurrence after the previous document's in that message (documents stuffed in order map to
+    their own place), else its first occurrence; documents not in the messages are left out."""
+    contents = [(i, str(m["content"])) for i, m in enumerate(messages) if m["role"] in ("system", "user")]
+    cursor: dict[int, int] = {}
+    out: list[tuple[int, int, int]] = []
+    for k, doc in enumerate(documents):
+        if not doc.strip():
+            continue
+        for i, text in contents:
+            p = text.find(doc, cursor.get(i, 0))
+            if p < 0:
+                p = text.find(doc)
+            if p >= 0:
+                out.append((i, p, k))
+                cursor[i] = p + len(doc)
+                break
+    return out
+
+
 def find_context_segments(
     messages: Sequence[Message],
     documents: Sequence[str] | None = None,
@@ -103,18 +124,8 @@ def find_context_segments(
     out: list[ContextSegment] = []
     contents = [(i, str(m["content"])) for i, m in enumerate(messages) if m["role"] in ("system", "user")]
     if documents is not None:
-        cursor: dict[int, int] = {}
-        for k, doc in enumerate(documents):
-            if not doc.strip():
-                continue
-            for i, text in contents:
-                p = text.find(doc, cursor.get(i, 0))
-                if p < 0:
-                    p = text.find(doc)
-                if p >= 0:
-                    out.append(ContextSegment(i, p, p + len(doc), f"document-{k}"))
-                    cursor[i] = p + len(doc)
-                    break
+        for i, p, k in _locate(messages, documents):
+            out.append(ContextSegment(i, p, p + len(documents[k]), f"document-{k}"))
         return out
     for i, text in contents:
         if len(text.strip()) >= min_chars:
@@ -252,23 +263,7 @@ def map_to_documents(
     from the instructions around the context) is left out. Source offsets are given when the metadata has
     ``source`` and ``start_index`` and the file read now holds the text at ``start_index + start``.
     """
-    msgs = to_messages(messages)
-    places: list[tuple[int, int, int]] = []  # (message, start, document index)
-    cursor: dict[int, int] = {}
-    for k, (text, _) in enumerate(documents):
-        if not text.strip():
-            continue
-        for i, m in enumerate(msgs):
-            if m["role"] not in ("system", "user"):
-                continue
-            content = str(m["content"])
-            p = content.find(text, cursor.get(i, 0))
-            if p < 0:
-                p = content.find(text)
-            if p >= 0:
-                places.append((i, p, k))
-                cursor[i] = p + len(text)
-                break
+    places = _locate(to_messages(messages), [text for text, _ in documents])
     files: dict[str, str | None] = {}
     out: list[CitedDocument] = []
     for s in spans:

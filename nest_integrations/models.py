@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -431,7 +432,7 @@ def load_model(
 
 
 _SHARED: dict[tuple[str, str, str], LoadedModel] = {}
-_SHARED_LOCK = __import__("threading").Lock()
+_SHARED_LOCK = threading.Lock()
 
 
 def shared_model(name_or_path: str | os.PathLike[str] | None = None, *, dtype: Dtype = "auto", device: str = "auto") -> LoadedModel:
