@@ -90,6 +90,22 @@ class NestConfig(BaseModel):
     acceptance: Literal["relaxed", "lossless"] = Field(
         "relaxed", description="relaxed (paper) or lossless (accept only the LM's own greedy token)."
     )
+    ngram_max: int = Field(
+        3,
+        ge=0,
+        le=16,
+        description="Longest n-gram of the response's last tokens matched exactly in the request's chunks to "
+        "place a copy (decoding.proposer.NgramProposer, the prompt-lookup idea); 0 = kNN anchors only.",
+    )
+    ngram_min: int = Field(
+        2, ge=1, le=16, description="Shortest n-gram that counts as a match (1 = any occurrence of the token)."
+    )
+    ngram_gate: Literal["auto", "always", "span_mode"] = Field(
+        "auto",
+        description="When an n-gram match may start a copy: always (also in token mode and right after a "
+        "rejected draft), span_mode (only where a kNN anchor could, λ < δ), or auto = always with lossless "
+        "acceptance (drafts cannot change its output), span_mode with relaxed acceptance.",
+    )
     mask_copied: Literal["span", "first", "none"] = Field(
         "span", description="No re-copying: mask every copied entry (paper), only a step's first, or none."
     )
@@ -198,6 +214,12 @@ class NestConfig(BaseModel):
             raise ValueError("stop strings must be non-empty")
         return v
 
+    @model_validator(mode="after")
+    def _ngram_range(self) -> NestConfig:
+        if self.ngram_max and self.ngram_min > self.ngram_max:
+            raise ValueError(f"ngram_min ({self.ngram_min}) must not exceed ngram_max ({self.ngram_max})")
+        return self
+
     def __init__(self, **data: object) -> None:
         try:
             super().__init__(**data)
@@ -221,6 +243,24 @@ class NestConfig(BaseModel):
         if not changes:
             return self
         return NestConfig(**{**self.model_dump(), **changes})
+
+    @classmethod
+    def lossless(cls, **changes: object) -> NestConfig:
+        """The model's own greedy output, token for token, with copies verified and cited.
+
+        ``acceptance="lossless"`` and every answer-level policy that would change what the model says turned
+        off: no answer proposer (``answer_draft="none"``), no stopping after the cited sentence or a sentence
+        count, no abstention. Copied spans (kNN anchors and n-gram matches) only make it faster and carry the
+        citations. ``changes`` apply on top.
+        """
+        base: dict[str, object] = dict(
+            acceptance="lossless",
+            answer_draft="none",
+            stop_after_cited_sentence=False,
+            max_sentences=None,
+            abstain="off",
+        )
+        return cls(**{**base, **changes})
 
     @property
     def uses_retrieval_in_prompt(self) -> bool:

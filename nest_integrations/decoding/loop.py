@@ -13,7 +13,7 @@ from nest_integrations.config import NestConfig
 from nest_integrations.decoding.acceptor import RelaxedAcceptor, make_acceptor
 from nest_integrations.decoding.cache import cache_kwarg, check_croppable, check_rollback, crop_cache, new_cache
 from nest_integrations.decoding.knn import knn_distribution, mixture, rrc_lambda, search
-from nest_integrations.decoding.proposer import SpanProposer
+from nest_integrations.decoding.proposer import NgramProposer, SpanProposer
 from nest_integrations.decoding.span_rules import SpanRules
 from nest_integrations.key_layer import tap_for
 from nest_integrations.models import LoadedModel
@@ -40,6 +40,7 @@ class DecodeStats:
     tokens_accepted: int = 0
     drafts: int = 0
     knn_searches: int = 0
+    ngram_anchors: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0
     knn_s: float = 0.0
@@ -66,6 +67,8 @@ class NestDecoder:
         self.stats = DecodeStats()
         self.cache = None
         self.rules: SpanRules | None = None
+        self.ngram: NgramProposer | None = None
+        self._tokens: list[int] = []
         self._vocab = int(lm.model.config.vocab_size)
         self._vocab_out = self._vocab
         self._sentence_ends: dict[int, set[int]] = {}
@@ -190,6 +193,11 @@ class NestDecoder:
             )
         self.rules = rules
         self._store = store
+        self.ngram = (
+            NgramProposer(store, cfg.ngram_max, cfg.ngram_min) if use_spans and cfg.ngram_max > 0 else None
+        )
+        # the text so far as token ids (a prompt tail, so the first answer tokens can match too)
+        self._tokens: list[int] = list(prompt_ids[-cfg.ngram_max :]) if cfg.ngram_max > 0 else []
         self._out: list[Committed] = []
         self._run: list[int] = []  # chunk, first position, last position of the open copied run
         self._run_confirmed = False
@@ -301,6 +309,10 @@ class NestDecoder:
                     self._push(corr)
                     pending = [corr]
                     run_len = 0
+                    if self._ngram_always and store is not None:
+                        # the correction's own n-gram may continue a chunk: its draft rides in the forward
+                        # pass that feeds the correction (prompt lookup's shape: no pass for it alone)
+                        cont = self._ngram_after(store)
                 else:
                     cur_logits, cur_h = logits[-1], hidden[-1]
                     if draft:
@@ -325,6 +337,7 @@ class NestDecoder:
         """Route one committed token: generated tokens pass; copied tokens wait in a buffer until their
         run has ``min_citation_words`` whole words and ends on a word boundary (then they pass as copies),
         or until the run ends short (then they pass as generated text, their store entries unmasked)."""
+        self._tokens.append(c.token)
         rules = self.rules
         if rules is None:
             self._out.append(c)
@@ -370,7 +383,14 @@ class NestDecoder:
         w = self._choose(p_m[0], cur_logits, forbid)
         if not use_spans or lm_only or entries is None or entries.shape[1] == 0:
             return Committed(w, None), None, False
-        if float(lam[0]) < cfg.delta:
+        in_span = float(lam[0]) < cfg.delta
+        if self.ngram is not None and (in_span or self._ngram_always):
+            anchor = self._ngram_anchor(store, w)
+            if anchor is not None:
+                self.stats.ngram_anchors += 1
+                cont, lm_only = self._after_copy(store, anchor[0], anchor[1], 1)
+                return Committed(w, anchor), cont, lm_only
+        if in_span:
             anchor = self.proposer.anchor(store, entries[0], w, p_lm[0])
             if anchor is not None and int(store.chunk_tokens(anchor[0])[anchor[1]]) != w:
                 # lm_preferred rule: the anchor's value is not argmax p_M; copy only if it passes
@@ -397,6 +417,48 @@ class NestDecoder:
         chunk, pos = anchor
         cont, lm_only = self._after_copy(store, chunk, pos, 1)
         return Committed(w, anchor), cont, lm_only
+
+    @property
+    def _ngram_always(self) -> bool:
+        """Whether n-gram matches may start copies outside span mode (``ngram_gate``)."""
+        if self.ngram is None:
+            return False
+        gate = self.cfg.ngram_gate
+        return gate == "always" or (gate == "auto" and self.cfg.acceptance == "lossless")
+
+    def _free(self, store: RequestStore, chunk: int, pos: int) -> bool:
+        """Whether chunk token ``pos`` may be copied again (lossless copies may repeat: the LM decides)."""
+        if self.cfg.acceptance == "lossless" or self.cfg.mask_copied == "none" or pos < 1:
+            return True
+        return not bool(store.mask[store.entry_of(chunk, pos)])
+
+    def _ngram_anchor(self, store: RequestStore, w: int) -> tuple[int, int] | None:
+        """Where the response's last tokens + ``w`` occur in a chunk, as a copy of ``w`` may start there."""
+        assert self.ngram is not None
+        rules = self.rules
+
+        def ok(chunk: int, pos: int) -> bool:
+            return self._free(store, chunk, pos) and (rules is None or rules.can_start(chunk, pos, w))
+
+        return self.ngram.match(self._tokens + [w], ok)
+
+    def _ngram_after(self, store: RequestStore) -> tuple[int, int] | None:
+        """A copy right after the last committed token, where its n-gram occurs: (chunk, next position)."""
+        assert self.ngram is not None
+        rules = self.rules
+        cfg = self.cfg
+
+        def ok(chunk: int, pos: int) -> bool:
+            if cfg.acceptance != "lossless" and cfg.span_stop == "sentence_end" and self._ends_sentence(store, chunk, pos):
+                return False
+            nxt = int(store.chunk_tokens(chunk)[pos + 1])
+            return self._free(store, chunk, pos + 1) and (rules is None or rules.can_start(chunk, pos + 1, nxt))
+
+        hit = self.ngram.match(self._tokens, ok)
+        if hit is None:
+            return None
+        self.stats.ngram_anchors += 1
+        return hit[0], hit[1] + 1
 
     def _after_copy(self, store: RequestStore, chunk: int, last_pos: int, run_len: int):
         """After copying chunk token ``last_pos``: (continuation or None, whether the LM picks next)."""

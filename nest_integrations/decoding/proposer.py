@@ -6,7 +6,7 @@ import torch
 
 from nest_integrations.store.token_store import RequestStore
 
-__all__ = ["SpanProposer"]
+__all__ = ["NgramProposer", "SpanProposer"]
 
 
 class SpanProposer:
@@ -46,3 +46,50 @@ class SpanProposer:
         n_tok = len(store.chunk_tokens(chunk))
         end = min(n_tok, pos + self.draft_length, pos + max(budget, 0))
         return list(range(pos, end))
+
+
+class NgramProposer:
+    """Exact n-gram matches of the response's last tokens in the request's chunks (prompt lookup / REST idea).
+
+    Built once per request from the chunks' token ids. :meth:`match` takes the response's last tokens (the
+    token just chosen last) and returns where that n-gram occurs in a chunk, longest n first, so the copy
+    continues the occurrence the LM is actually following — where the kNN anchor may sit at another
+    occurrence of the same token. A match carries the same exact attribution as a kNN anchor: (request
+    chunk, position of the matched last token), its continuation starting right after.
+
+    Args:
+        store: the request's token store (its chunks' ``token_ids``).
+        max_n: longest n-gram matched.
+        min_n: shortest n-gram that counts as a match (1 would match any occurrence of the last token,
+            which the kNN anchor places better).
+    """
+
+    def __init__(self, store: RequestStore, max_n: int = 3, min_n: int = 2) -> None:
+        if not 1 <= min_n <= max_n:
+            raise ValueError(f"need 1 <= min_n <= max_n (got {min_n}, {max_n})")
+        self.max_n = max_n
+        self.min_n = min_n
+        # n-gram (tuple of n token ids) -> [(chunk, position of its last token)], in store order; only
+        # occurrences that have a continuation (a next token in the chunk)
+        self._index: list[dict[tuple[int, ...], list[tuple[int, int]]]] = [{} for _ in range(max_n + 1)]
+        for c in range(len(store.chunks)):
+            toks = [int(t) for t in store.chunk_tokens(c)]
+            for n in range(min_n, max_n + 1):
+                table = self._index[n]
+                for q in range(n - 1, len(toks) - 1):
+                    table.setdefault(tuple(toks[q - n + 1 : q + 1]), []).append((c, q))
+
+    def match(self, history: list[int], accept=None) -> tuple[int, int] | None:
+        """(request chunk, position) of the longest n-gram ending ``history`` that occurs in a chunk, or None.
+
+        ``history``: token ids of the text so far, the last one the token just chosen. ``accept(chunk, pos)``,
+        if given, filters occurrences (span rules, masked entries); the first one it accepts is returned.
+        """
+        for n in range(min(self.max_n, len(history)), self.min_n - 1, -1):
+            hits = self._index[n].get(tuple(history[-n:]))
+            if not hits:
+                continue
+            for chunk, pos in hits:
+                if accept is None or accept(chunk, pos):
+                    return chunk, pos
+        return None

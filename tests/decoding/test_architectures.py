@@ -269,17 +269,21 @@ class _ScriptedAcceptor:
         return min(k, int(draft.numel()))
 
 
-def _decoder(arch: Arch, acceptor) -> NestDecoder:
-    cfg = arch.engine.config.replace(draft_length=6, span_stop="chunk_end")
+def _decoder(arch: Arch, acceptor, ngram: bool = False) -> NestDecoder:
+    # ngram=False: kNN anchors only (the patterns below were chosen for them); True: n-gram matches may also
+    # start copies anywhere, including right after a rejected draft (its draft then rides with the correction)
+    extra = dict(ngram_max=3, ngram_min=1, ngram_gate="always") if ngram else dict(ngram_max=0)
+    cfg = arch.engine.config.replace(draft_length=6, span_stop="chunk_end", **extra)
     dec = NestDecoder(arch.lm, cfg)
     dec.acceptor = acceptor
     return dec
 
 
+@pytest.mark.parametrize("ngram", [False, True], ids=["knn", "ngram"])
 @pytest.mark.parametrize("pattern", [[0], [1, 3], [2, 0, 6], [5, 1, 0, 2]], ids=str)
-def test_kv_cache_after_accept_reject_pattern_equals_fresh_forward(arch: Arch, pattern) -> None:
+def test_kv_cache_after_accept_reject_pattern_equals_fresh_forward(arch: Arch, pattern, ngram) -> None:
     model = arch.lm.model
-    dec = _decoder(arch, _ScriptedAcceptor(pattern))
+    dec = _decoder(arch, _ScriptedAcceptor(pattern), ngram)
     committed = [t.token for step in dec.run(arch.prompt_ids, _store(arch), NEW_TOKENS) for t in step]
     assert len(committed) == NEW_TOKENS
     assert dec.stats.drafts >= 2 and dec.stats.tokens_drafted > dec.stats.tokens_accepted  # rejections happened
@@ -299,14 +303,15 @@ def test_kv_cache_after_accept_reject_pattern_equals_fresh_forward(arch: Arch, p
     assert torch.allclose(out, fresh, atol=1e-4)
 
 
-def test_one_forward_per_verification_counted_by_hook(arch: Arch) -> None:
+@pytest.mark.parametrize("ngram", [False, True], ids=["knn", "ngram"])
+def test_one_forward_per_verification_counted_by_hook(arch: Arch, ngram) -> None:
     model = arch.lm.model
     log: list[tuple[str, int]] = []
     handle = model.register_forward_pre_hook(
         lambda m, args, kwargs: log.append(("forward", int(kwargs["input_ids"].shape[1]))), with_kwargs=True
     )
     try:
-        dec = _decoder(arch, _ScriptedAcceptor([3, 1, 0, 6, 2], log))
+        dec = _decoder(arch, _ScriptedAcceptor([3, 1, 0, 6, 2], log), ngram)
         out = [t for step in dec.run(arch.prompt_ids, _store(arch), NEW_TOKENS) for t in step]
     finally:
         handle.remove()
@@ -322,6 +327,7 @@ def test_one_forward_per_verification_counted_by_hook(arch: Arch) -> None:
         assert kind == "forward" and fed in (n, n + 1)
     assert max(n for kind, n in log if kind == "verify") > 1
     assert dec.stats.tokens_accepted > 0 and dec.stats.forward_passes < len(out)
+    assert (dec.stats.ngram_anchors > 0) == ngram
 
 
 def test_copied_spans_are_exact(arch: Arch) -> None:

@@ -100,3 +100,41 @@ def test_streaming_in_context_mode_gives_the_same_answer(chain) -> None:
     assert "".join(c.content for c in chunks) == full.content
     streamed = [c for ch in chunks for c in ch.response_metadata.get("citations", [])]
     assert streamed == full.response_metadata["citations"]
+
+
+QUESTIONS = [
+    "Who performed the national anthem at Super Bowl 50?",
+    "Where was Nikola Tesla born?",
+    "What is the capital of Poland?",
+    "Who was Nikola Tesla? Quote the context.",
+]
+
+
+def test_lossless_context_mode_equals_greedy_generate_on_the_chains_prompts(chain, tiny_lm_or_default) -> None:
+    import torch
+
+    from nest_integrations.context import generate_over_context
+    from nest_integrations.langchain import CitationCollector
+    from nest_integrations.prompts import render_prompt
+
+    rag, _ = chain
+    lm = tiny_lm_or_default
+    collector = CitationCollector()
+    for q in QUESTIONS:
+        rag.invoke({"input": q}, config={"callbacks": [collector]})
+    prompts = [c["messages"] for c in collector.calls]
+    assert len(prompts) == len(QUESTIONS) and all(len(p[0]["content"]) > 600 for p in prompts)
+    copied = accepted = 0
+    for msgs in prompts:
+        res = generate_over_context(lm, msgs, NestConfig.lossless(max_new_tokens=48))
+        ids = render_prompt(lm.tokenizer, msgs)
+        out = lm.model.generate(torch.tensor([ids]), max_new_tokens=48, do_sample=False)[0, len(ids) :].tolist()
+        eos = lm.eos_token_ids
+        greedy = out[: next((i for i, t in enumerate(out) if t in eos), len(out))]
+        assert res.token_ids == greedy  # token for token
+        copied += res.stats.copied_tokens
+        accepted += res.stats.tokens_accepted
+        system = msgs[0]["content"]
+        for s in res.spans:
+            assert system[s.doc_start : s.doc_end] == s.text and s.doc_id == "message-0"
+    assert accepted > 0 and copied > 0  # drafts were verified and kept, and a citation came out: not a plain greedy run
