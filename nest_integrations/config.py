@@ -104,7 +104,8 @@ class NestConfig(BaseModel):
         "auto",
         description="When an n-gram match may start a copy: always (also in token mode and right after a "
         "rejected draft), span_mode (only where a kNN anchor could, λ < δ), or auto = always with lossless "
-        "acceptance (drafts cannot change its output), span_mode with relaxed acceptance.",
+        "acceptance (drafts cannot change its output; measured in benchmarks/bench_context.py) and not at all "
+        "with relaxed acceptance (kNN anchors only: the relaxed defaults were chosen on both dev sets without it).",
     )
     mask_copied: Literal["span", "first", "none"] = Field(
         "span", description="No re-copying: mask every copied entry (paper), only a step's first, or none."
@@ -181,6 +182,14 @@ class NestConfig(BaseModel):
     )
     abstain_message: str = Field(
         "I could not find the answer in the documents.", min_length=1, description="The abstention answer."
+    )
+
+    # --- context mode (documents inside the prompt) ------------------------------------------------------
+    context_keys: Literal["prefill", "encode"] = Field(
+        "prefill",
+        description="Context mode: keys of the context chunks from the prompt's own prefill (no second encoding; "
+        "each key has seen the whole prompt before it) or from encoding each chunk alone (a datastore's key mode, "
+        "NEST.md §2). A chunk the prefill cannot be aligned with is encoded.",
     )
 
     # --- generation --------------------------------------------------------------------------

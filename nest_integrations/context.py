@@ -4,9 +4,11 @@ Most RAG apps retrieve documents themselves and stuff them into the prompt (Lang
 ``create_stuff_documents_chain`` / ``create_retrieval_chain``, LlamaIndex response synthesizers). In context
 mode NEST copies from those documents, with no datastore: the **context segments** of the messages — the
 documents the caller names (found verbatim in the messages), or else every system / user message whose text
-is at least ``min_chars`` long — are split into chunks and encoded (keys of each chunk encoded alone, the same
-key mode as a datastore's, NEST.md §2), and the request's token store is all of them; there is no passage
-retrieval. The prompt is the caller's messages unchanged (their context is already in it), so the method is
+is at least ``min_chars`` long — are split into chunks, and the request's token store is all of them; there is
+no passage retrieval. Their keys come from the prompt's own prefill (``NestConfig.context_keys="prefill"``, the
+default: the prompt is run through the model once, and the states at the chunks' tokens are their keys, so the
+context costs no second forward pass) or from encoding each chunk alone (``"encode"``, a datastore's key mode,
+NEST.md §2). The prompt is the caller's messages unchanged (their context is already in it), so the method is
 ``nest`` (an ``ra-nest`` / ``ra`` config is run as ``nest`` / ``base``: adding passages again would change the
 caller's prompt).
 
@@ -34,6 +36,7 @@ from nest_integrations.prompts import Message, last_user_text, to_messages
 from nest_integrations.results import CopiedSpan, NestDelta, NestResult
 from nest_integrations.retrieval.base import ScoredChunk, check_query, clamp_k
 from nest_integrations.sentences import split_sentences
+from nest_integrations.store import ChunkKeys
 
 __all__ = [
     "DEFAULT_MIN_CONTEXT_CHARS",
@@ -41,6 +44,7 @@ __all__ = [
     "CitedDocument",
     "find_context_segments",
     "context_chunks",
+    "prefill_keys",
     "stream_over_context",
     "generate_over_context",
     "map_to_documents",
@@ -175,6 +179,55 @@ class _AllChunks:
         return self.n
 
 
+def prefill_keys(lm: LoadedModel, messages: Sequence[Message], chunks: Sequence[Chunk]):
+    """The ``prompt_keys`` function of :class:`~nest_integrations.engine.NestEngine` for context chunks.
+
+    Given the prompt's token ids and its prefill's key-layer states ``hidden`` (P, D), it aligns the prompt's
+    tokens with the rendered chat template (the tokenizer's offsets) and each chunk with its place in its
+    message, and returns, per chunk, the prompt tokens that lie wholly inside it (ids, offsets in the chunk text)
+    with their states as keys. It returns nothing — every chunk is then encoded alone — when the template's
+    text does not tokenize to exactly the prompt's ids, or a message's content is not found in it verbatim.
+    """
+    import numpy as np
+
+    def keys_from(prompt_ids: Sequence[int], hidden: Any) -> dict[int, ChunkKeys]:
+        tok = lm.tokenizer
+        try:
+            text = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        except Exception:  # no chat template, or a slow tokenizer without offsets: encode the chunks
+            return {}
+        if not isinstance(text, str) or list(enc["input_ids"]) != list(prompt_ids):
+            return {}
+        offs = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        starts: dict[int, int] = {}
+        pos = 0
+        for i, m in enumerate(messages):
+            p = text.find(str(m["content"]), pos)
+            if p < 0:
+                return {}
+            starts[i] = p
+            pos = p + len(str(m["content"]))
+        out: dict[int, ChunkKeys] = {}
+        ids = np.asarray(list(prompt_ids), dtype=np.int64)
+        for ci, c in enumerate(chunks):
+            i = int(c.metadata["message_index"])
+            a = starts[i] + c.doc_offset
+            b = a + len(c.text)
+            inside = np.nonzero((offs[:, 0] >= a) & (offs[:, 1] <= b) & (offs[:, 1] > offs[:, 0]))[0]
+            if len(inside) < 2 or int(inside[-1]) - int(inside[0]) + 1 != len(inside):
+                continue
+            p, q = int(inside[0]), int(inside[-1]) + 1
+            out[ci] = ChunkKeys(
+                token_ids=ids[p:q].astype(np.int32),
+                offsets=(offs[p:q] - a).astype(np.int32),
+                keys=hidden[p:q].float().cpu().numpy(),
+            )
+        return out
+
+    return keys_from
+
+
 def _context_config(config: NestConfig, n_chunks: int) -> NestConfig:
     method = _METHOD_IN_CONTEXT.get(config.method, config.method)
     return config.replace(method=method, passages=max(1, n_chunks), ra_passages=max(1, n_chunks))
@@ -220,7 +273,10 @@ def stream_over_context(
     # the question's words are weighted by how many of the context's SENTENCES hold them: over a handful of
     # chunks a chunk-level document frequency says nothing (every word is in one chunk or two)
     sentences = [c.text[a:b] for c in chunks for a, b in split_sentences(c.text)] or [c.text for c in chunks]
-    engine = NestEngine(lm, chunks, cfg, retriever=_AllChunks(len(chunks)), idf_texts=sentences)
+    prompt_keys = prefill_keys(lm, msgs, chunks) if segs and cfg.context_keys == "prefill" else None
+    engine = NestEngine(
+        lm, chunks, cfg, retriever=_AllChunks(len(chunks)), idf_texts=sentences, prompt_keys=prompt_keys
+    )
     query = retrieval_query if retrieval_query is not None else last_user_text(msgs)
     yield from engine.stream(msgs, retrieval_query=query, cancel=cancel)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from nest_integrations.attribution import CopiedSpan, RunTracker, citations_of, find_runs, find_spans
@@ -44,6 +44,9 @@ class NestEngine:
             index ``i`` of the store must be ``chunks[i]``.
         idf_texts: the texts whose document frequencies weight the question's words for the answer proposer
             and the support score (default: the chunks; context mode, with a few chunks, uses sentences).
+        prompt_keys: for chunks whose text lies inside the prompt (context mode): given the prompt's token ids
+            and its prefill's key-layer states (P, D), the :class:`ChunkKeys` of those chunks (by chunk index),
+            taken from the prefill instead of encoding each chunk again; chunks it leaves out are encoded.
 
     One engine may serve many threads and asyncio tasks at once: requests take turns on the model
     through its gate (:func:`~nest_integrations.concurrency.model_gate`), step by step, and each returns
@@ -65,6 +68,7 @@ class NestEngine:
         precompute_keys: bool = False,
         token_store: TokenStore | None = None,
         idf_texts: Sequence[str] | None = None,
+        prompt_keys: Callable[[Sequence[int], Any], Mapping[int, ChunkKeys]] | None = None,
     ) -> None:
         check_rollback(lm.model)  # refuse a model NEST cannot decode with now, not at the first request
         self.lm = lm
@@ -80,6 +84,7 @@ class NestEngine:
             else TokenStore(len(self.chunks), self._encode_chunks, lock=self._gate)
         )
         self._retriever = retriever
+        self._prompt_keys = prompt_keys
         self._sentence_emb: dict[int, Any] = {}
         self._idf: tuple[int, dict[str, float]] | None = None
         if idf_texts is not None:
@@ -307,15 +312,22 @@ class NestEngine:
                 return
         store = None
         req_chunks: list[Chunk] = []
+        decoder = NestDecoder(self.lm, cfg)
+        prefill = None
         if cfg.uses_token_store:
             t0 = time.perf_counter()
             idx = [i for i, _ in hits[: cfg.passages]]
             req_chunks = [self.chunks[i] for i in idx]
+            if self._prompt_keys is not None:
+                # keys of the chunks inside the prompt come from its prefill, which decoding then reuses
+                prefill = decoder.prefill(prompt_ids)
+                for i, ck in self._prompt_keys(prompt_ids, prefill.hidden).items():
+                    if i in idx:
+                        self.token_store.put(i, ck)
             # the request's entries live on the model's device: search, p_kNN and the mixture stay there
             store = self.token_store.request_view(idx, [c.text for c in req_chunks], device=self.lm.device)
-            stats.keys_s = time.perf_counter() - t0
+            stats.keys_s = time.perf_counter() - t0 - (prefill.seconds if prefill is not None else 0.0)
 
-        decoder = NestDecoder(self.lm, cfg)
         eos = self.lm.eos_token_ids
         # a chat answer does not start with the space its first (copied) token carries
         detok = IncrementalDetokenizer(self.lm.tokenizer, lstrip=not raw)
@@ -349,6 +361,7 @@ class NestEngine:
             chunk_docs=[c.doc_id for c in req_chunks],
             first_draft=first_draft,
             cancel=cancel,
+            prefill=prefill,
         )
         abstained = False
         try:

@@ -20,7 +20,7 @@ from nest_integrations.models import LoadedModel
 from nest_integrations.sentences import split_sentences
 from nest_integrations.store.token_store import RequestStore
 
-__all__ = ["Committed", "DecodeStats", "NestDecoder"]
+__all__ = ["Committed", "DecodeStats", "NestDecoder", "Prefill"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,26 @@ class Committed:
 
     token: int
     source: tuple[int, int] | None = None
+
+
+@dataclass
+class Prefill:
+    """The prompt's prefill, computed once and shared: by the keys of chunks that lie in the prompt (context
+    mode takes them from here instead of encoding the chunks again) and by the decoding that follows.
+
+    Attributes:
+        ids: the prompt's token ids (P,).
+        cache: the KV cache holding exactly those P positions.
+        logits: (V,) float32 LM logits after the last prompt token.
+        hidden: (P, D) float32 key-layer states at every prompt position, on the model's device.
+        seconds: how long the prefill took.
+    """
+
+    ids: list[int]
+    cache: object
+    logits: torch.Tensor
+    hidden: torch.Tensor
+    seconds: float
 
 
 @dataclass
@@ -68,6 +88,7 @@ class NestDecoder:
         self.cache = None
         self.rules: SpanRules | None = None
         self.ngram: NgramProposer | None = None
+        self._ngram_gate: str | None = None
         self._tokens: list[int] = []
         self._vocab = int(lm.model.config.vocab_size)
         self._vocab_out = self._vocab
@@ -76,7 +97,9 @@ class NestDecoder:
         self._tap = tap_for(lm.model, config.key_layer)
 
     # ---- model calls ---------------------------------------------------------------------
-    def _forward(self, ids: list[int], cache, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(
+        self, ids: list[int], cache, last_only: bool = False, all_states: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Feed ``ids`` after the cache; returns logits (P, V) float32 and key-layer states (P, D) float32,
         both on the model's (input) device: nothing of vocabulary size leaves the device (the loop reads
         only scalars from it — the chosen token, λ, the accepted length)."""
@@ -90,7 +113,7 @@ class NestDecoder:
         )
         self.stats.forward_passes += 1
         hs = states[0]
-        if last_only:
+        if last_only and not all_states:
             hs = hs[-1:]
         # with device_map="auto" the last layers may sit on another device than the embeddings: bring the
         # outputs to the input device (device to device, no host copy), where the request store lives
@@ -146,6 +169,17 @@ class NestDecoder:
             end -= 1
         return end in ends
 
+    @torch.inference_mode()
+    def prefill(self, prompt_ids: list[int]) -> Prefill:
+        """Run the prompt through the model once: the cache, the last logits and every position's key-layer
+        state (P, D), for :meth:`run` (``prefill=``) and for keys of the chunks the prompt holds."""
+        cache = new_cache(self.lm.model)
+        t0 = time.perf_counter()
+        logits, hidden = self._forward(prompt_ids, cache, last_only=True, all_states=True)
+        check_croppable(cache, self.lm.model)
+        crop_cache(cache, len(prompt_ids))
+        return Prefill(list(prompt_ids), cache, logits[-1], hidden, time.perf_counter() - t0)
+
     # ---- the loop ------------------------------------------------------------------------
     @torch.inference_mode()
     def run(
@@ -156,6 +190,7 @@ class NestDecoder:
         chunk_docs: Sequence[str] | None = None,
         first_draft: tuple[int, int] | None = None,
         cancel: threading.Event | None = None,
+        prefill: Prefill | None = None,
     ) -> Iterator[list[Committed]]:
         """Decode up to ``max_new_tokens`` tokens after ``prompt_ids``; yields each step's commits.
 
@@ -176,6 +211,8 @@ class NestDecoder:
         (except in lossless mode), the rest is verified like any draft.
         ``cancel``: checked before every forward pass; once it is set the generator ends (the caller
         tells a cancelled run from a finished one by the event), so at most the pass under way completes.
+        ``prefill``: this prompt's :meth:`prefill`, already computed (used once: its cache is decoded on);
+        ignored when its ids are not ``prompt_ids``.
         """
         cfg = self.cfg
         use_spans = cfg.method in ("nest", "ra-nest") and store is not None and len(store) > 0
@@ -193,9 +230,15 @@ class NestDecoder:
             )
         self.rules = rules
         self._store = store
+        gate = cfg.ngram_gate
+        if gate == "auto":
+            gate = "always" if cfg.acceptance == "lossless" else None
         self.ngram = (
-            NgramProposer(store, cfg.ngram_max, cfg.ngram_min) if use_spans and cfg.ngram_max > 0 else None
+            NgramProposer(store, cfg.ngram_max, cfg.ngram_min)
+            if use_spans and cfg.ngram_max > 0 and gate is not None
+            else None
         )
+        self._ngram_gate = gate
         # the text so far as token ids (a prompt tail, so the first answer tokens can match too)
         self._tokens: list[int] = list(prompt_ids[-cfg.ngram_max :]) if cfg.ngram_max > 0 else []
         self._out: list[Committed] = []
@@ -204,19 +247,24 @@ class NestDecoder:
         self._buf: list[tuple[Committed, int]] = []
         stats = self.stats
         # a cache rejected drafts can be cropped from (sliding-window layers record their past until the crop)
-        cache = new_cache(self.lm.model)
-        self.cache = cache  # exposed for inspection (tests check it against a fresh forward)
         if cancel is not None and cancel.is_set():
             return
-        t0 = time.perf_counter()
-        logits, hidden = self._forward(prompt_ids, cache, last_only=True)
-        # linear-attention layers only know whether they can be rolled back once initialised (as in
-        # transformers' assisted decoding, checked after the prefill, before the first crop)
-        check_croppable(cache, self.lm.model)
-        crop_cache(cache, len(prompt_ids))
-        stats.prefill_s = time.perf_counter() - t0
+        if prefill is not None and prefill.ids == list(prompt_ids):
+            cache = prefill.cache
+            cur_logits, cur_h = prefill.logits, prefill.hidden[-1]
+            stats.prefill_s = prefill.seconds
+        else:
+            cache = new_cache(self.lm.model)
+            t0 = time.perf_counter()
+            logits, hidden = self._forward(prompt_ids, cache, last_only=True)
+            # linear-attention layers only know whether they can be rolled back once initialised (as in
+            # transformers' assisted decoding, checked after the prefill, before the first crop)
+            check_croppable(cache, self.lm.model)
+            crop_cache(cache, len(prompt_ids))
+            stats.prefill_s = time.perf_counter() - t0
+            cur_logits, cur_h = logits[-1], hidden[-1]
+        self.cache = cache  # exposed for inspection (tests check it against a fresh forward)
         t_dec = time.perf_counter()
-        cur_logits, cur_h = logits[-1], hidden[-1]
         n_cached = len(prompt_ids)
         pending: list[Committed] = []
         cont: tuple[int, int] | None = first_draft if use_spans else None
@@ -421,10 +469,7 @@ class NestDecoder:
     @property
     def _ngram_always(self) -> bool:
         """Whether n-gram matches may start copies outside span mode (``ngram_gate``)."""
-        if self.ngram is None:
-            return False
-        gate = self.cfg.ngram_gate
-        return gate == "always" or (gate == "auto" and self.cfg.acceptance == "lossless")
+        return self.ngram is not None and self._ngram_gate == "always"
 
     def _free(self, store: RequestStore, chunk: int, pos: int) -> bool:
         """Whether chunk token ``pos`` may be copied again (lossless copies may repeat: the LM decides)."""
