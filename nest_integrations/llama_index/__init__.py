@@ -8,7 +8,9 @@ Importing it is cheap: the LlamaIndex-backed helpers are loaded on first use.
 - :func:`chunks_to_llama_index`: text nodes for chunks (node id = chunk id), to index a datastore's chunks.
 - :class:`NestFileReader`: a reader of ``.txt`` / ``.md`` / ``.pdf`` files and folders, the same loader
   ``nest ask --docs`` and ``nest index`` use.
-- :class:`NestLLM`: ``Settings.llm`` for any query engine (citations in ``additional_kwargs``).
+- :class:`NestLLM`: ``Settings.llm`` for any query engine (citations in ``additional_kwargs``); with no engine,
+  context mode: NEST copies from the nodes the synthesizer put into the prompt, and
+  :func:`query_with_citations` / :func:`aquery_with_citations` put those copies into the response.
 - :class:`NestQueryEngine`: ``Response.source_nodes`` = the copied spans; :class:`CopiedSpanEvent` per span.
 - :class:`NestRetriever`: NEST's passage stage as a LlamaIndex retriever.
 - :class:`MiniLMEmbedding`: NEST's offline passage encoder as a LlamaIndex embedding model.
@@ -28,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
         chunks_to_llama_index,
     )
     from nest_integrations.llama_index.embeddings import MiniLMEmbedding
-    from nest_integrations.llama_index.llms import NestLLM
+    from nest_integrations.llama_index.llms import NestLLM, aquery_with_citations, query_with_citations
     from nest_integrations.llama_index.query_engine import CopiedSpanEvent, NestQueryEngine
     from nest_integrations.llama_index.retrievers import NestRetriever
 
@@ -40,12 +42,16 @@ __all__ = [
     "NestFileReader",
     "NestQueryEngine",
     "NestRetriever",
+    "aquery_with_citations",
     "chunks_from_llama_index",
     "chunks_to_llama_index",
+    "query_with_citations",
 ]
 
 _LAZY = {name: "nest_integrations.llama_index.documents" for name in __all__}
 _LAZY["NestLLM"] = "nest_integrations.llama_index.llms"
+_LAZY["query_with_citations"] = "nest_integrations.llama_index.llms"
+_LAZY["aquery_with_citations"] = "nest_integrations.llama_index.llms"
 _LAZY["NestQueryEngine"] = "nest_integrations.llama_index.query_engine"
 _LAZY["CopiedSpanEvent"] = "nest_integrations.llama_index.query_engine"
 _LAZY["NestRetriever"] = "nest_integrations.llama_index.retrievers"

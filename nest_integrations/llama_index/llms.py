@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from llama_index.core.base.llms.types import (
@@ -30,7 +32,18 @@ from nest_integrations.prompts import conversation_retrieval_query
 from nest_integrations.results import answer_labels
 from nest_integrations.retrieval.base import ScoredChunk, clamp_k
 
-__all__ = ["NestLLM", "PromptChunksRetriever", "citation_dict", "parse_condense_prompt"]
+__all__ = [
+    "NestLLM",
+    "PromptChunksRetriever",
+    "aquery_with_citations",
+    "citation_dict",
+    "cite_response",
+    "collect_calls",
+    "parse_condense_prompt",
+    "query_with_citations",
+    "template_context_segments",
+    "template_query",
+]
 
 
 def citation_dict(span: Any) -> dict[str, Any]:
@@ -105,7 +118,12 @@ class NestLLM(CustomLLM):
     retrieve with that. Set it False to have such prompts decoded like any other.
 
     Build it with ``NestLLM(engine=...)``, or :meth:`from_index` to make an index's nodes the datastore
-    (then, per call, the token store holds the nodes the synthesizer put into the prompt).
+    (then, per call, the token store holds the nodes the synthesizer put into the prompt), or with no engine:
+    ``Settings.llm = NestLLM()`` is **context mode** (:mod:`nest_integrations.context`) — NEST copies from the
+    context the synthesizer put into the prompt (the block between LlamaIndex's ``-----`` rules, else every
+    message of at least ``context_min_chars`` characters), with no datastore; its citations point into the
+    prompt (``doc_id`` ``message-<i>``), and :func:`~nest_integrations.llama_index.query_with_citations` maps them
+    to the response's nodes and their documents. ``lm`` is the model (default: the embedded one, shared).
 
     Safe to share between threads and asyncio tasks: the engine decides how requests share the model.
     Cancelling an async call, or leaving ``astream_chat`` / ``astream_complete`` early, stops decoding
@@ -130,17 +148,29 @@ class NestLLM(CustomLLM):
         description="more condense-question templates (with {chat_history} and {question}) to recognise",
     )
 
+    lm: Any = Field(default=None, exclude=True, description="context mode's model (default: the embedded one, shared)")
+    context_min_chars: int = Field(
+        default=200, description="context mode without template rules: messages this long are context"
+    )
+
     _engine: Any = PrivateAttr()
 
     def __init__(self, engine: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if engine is None:
-            raise ConfigError("NestLLM needs an engine: NestLLM(engine=...), NestLLM.from_index(index) or from a datastore")
         if self.max_new_tokens is not None and self.max_new_tokens <= 0:
             raise ConfigError(f"max_new_tokens must be positive (got {self.max_new_tokens})")
+        if self.context_min_chars < 1:
+            raise ConfigError(f"context_min_chars must be positive (got {self.context_min_chars})")
         self._engine = engine
+        if engine is None:  # context mode: the documents are the ones in the prompt
+            if self.lm is None:
+                from nest_integrations.models import shared_model
+
+                self.lm = shared_model()
+        elif self.lm is None:
+            self.lm = engine.lm
         if not self.model_name:
-            self.model_name = engine.lm.model_id
+            self.model_name = self.lm.model_id
 
     @classmethod
     def class_name(cls) -> str:
@@ -148,8 +178,13 @@ class NestLLM(CustomLLM):
 
     @property
     def engine(self) -> Any:
-        """The :class:`~nest_integrations.engine.NestEngine` behind this LLM."""
+        """The :class:`~nest_integrations.engine.NestEngine` behind this LLM (None in context mode)."""
         return self._engine
+
+    def _cfg(self) -> NestConfig:
+        if self.nest_config is not None:
+            return self.nest_config
+        return self._engine.config if self._engine is not None else NestConfig()
 
     @classmethod
     def from_index(
@@ -176,9 +211,9 @@ class NestLLM(CustomLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        cfg = self.nest_config or self._engine.config
+        cfg = self._cfg()
         return LLMMetadata(
-            context_window=int(self._engine.lm.context_window),
+            context_window=int(self.lm.context_window),
             num_output=int(self.max_new_tokens or cfg.max_new_tokens),
             model_name=self.model_name,
             is_chat_model=False,
@@ -197,7 +232,23 @@ class NestLLM(CustomLLM):
     ) -> Any:
         if not query.strip():
             raise EmptyQuestionError("the prompt is empty")
-        return self._engine.stream(prompt, raw=raw, retrieval_query=query, cancel=cancel, **self._opts(kwargs))
+        collector = _COLLECTOR.get()
+        if self._engine is not None:
+            gen = self._engine.stream(prompt, raw=raw, retrieval_query=query, cancel=cancel, **self._opts(kwargs))
+            yield from gen
+            return
+        from nest_integrations.context import stream_over_context
+        from nest_integrations.prompts import to_messages
+
+        msgs = to_messages(prompt)
+        segments = template_context_segments(msgs, self.context_min_chars)
+        question = template_query(msgs) or query
+        for d in stream_over_context(
+            self.lm, msgs, self._cfg(), segments=segments, retrieval_query=question, cancel=cancel, **self._opts(kwargs)
+        ):
+            if d.result is not None and collector is not None:
+                collector.append({"messages": msgs, "result": d.result})
+            yield d
 
     def _condensed(self, prompt: str) -> CompletionResponse | None:
         """The answer to a chat engine's condense-question prompt, or None for any other prompt."""
@@ -206,7 +257,7 @@ class NestLLM(CustomLLM):
         messages = parse_condense_prompt(prompt, self.condense_templates)
         if messages is None:
             return None
-        cfg = self.nest_config or self._engine.config
+        cfg = self._cfg()
         query = conversation_retrieval_query(messages, self.conversation_query, cfg.conversation_query)
         extra = {
             "condensed_question": True,
@@ -281,7 +332,7 @@ class NestLLM(CustomLLM):
             out.append({"role": role, "content": m.content or ""})
         if not any(m["role"] == "user" for m in out):
             raise EmptyQuestionError("no user message to answer")
-        cfg = self.nest_config or self._engine.config
+        cfg = self._cfg()
         return out, conversation_retrieval_query(out, self.conversation_query, cfg.conversation_query)
 
     def _chat_sync(
@@ -327,6 +378,172 @@ class NestLLM(CustomLLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         return iterate_in_thread(lambda cancel: self._stream_chat_sync(messages, kwargs, cancel))
+
+
+# ---- context mode ------------------------------------------------------------------------------------------
+_COLLECTOR: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("nest_li_calls", default=None)
+# LlamaIndex's QA / refine / summarize templates put the context between two rules of dashes
+_RULE = re.compile(r"^-{8,}[ \t]*$", re.MULTILINE)
+_EXISTING = re.compile(r"existing answer:[ \t]*(.+?)\n(?=We have the opportunity)", re.DOTALL)
+_QUERY = re.compile(r"(?:^Query:|^The original query is as follows:)[ \t]*(.+)$", re.MULTILINE)
+
+
+def template_context_segments(messages: Sequence[dict[str, str]], min_chars: int = 200) -> list[Any]:
+    """Context segments of a prompt from a LlamaIndex synthesizer: in each system / user message, the text
+    between the first two lines of dashes (``---------------------``) of LlamaIndex's QA, refine and summarize
+    templates; a message without them is context when it has at least ``min_chars`` characters (the last
+    user message, the question, only when no other message is)."""
+    from nest_integrations.context import ContextSegment, find_context_segments
+
+    out = []
+    for i, m in enumerate(messages):
+        if m["role"] not in ("system", "user"):
+            continue
+        content = str(m["content"])
+        rules = list(_RULE.finditer(content))
+        if len(rules) >= 2:
+            a, b = rules[0].end() + 1, rules[1].start()
+            if b > a:
+                out.append(ContextSegment(i, a, b, "template-context"))
+            # refine mode: the answer so far is a source too (what it copied keeps its citations)
+            hit = _EXISTING.search(content, 0, rules[0].start())
+            if hit and hit.group(1).strip():
+                out.append(ContextSegment(i, hit.start(1), hit.end(1), "existing-answer"))
+    return out or find_context_segments(list(messages), None, min_chars)
+
+
+def template_query(messages: Sequence[dict[str, str]]) -> str | None:
+    """The query of a LlamaIndex QA / refine prompt (``Query: ...``), or None."""
+    for m in reversed(messages):
+        if m["role"] == "user":
+            hit = _QUERY.search(str(m["content"]))
+            return hit.group(1).strip() if hit else None
+    return None
+
+
+@contextlib.contextmanager
+def collect_calls() -> Iterator[list[dict[str, Any]]]:
+    """Within the block, every context-mode answer of a NestLLM (in this context, including worker threads
+    started with it copied) is appended to the yielded list as ``{"messages", "result"}``."""
+    calls: list[dict[str, Any]] = []
+    token = _COLLECTOR.set(calls)
+    try:
+        yield calls
+    finally:
+        _COLLECTOR.reset(token)
+
+
+def _node_documents(source_nodes: Sequence[Any]) -> list[tuple[str, dict[str, Any]]]:
+    from llama_index.core.schema import MetadataMode
+
+    out = []
+    for nws in source_nodes:
+        node = getattr(nws, "node", nws)
+        meta: dict[str, Any] = {}
+        path = node.metadata.get("file_path") or node.metadata.get("source")
+        if path:
+            meta["source"] = str(path)
+        if node.start_char_idx is not None:
+            meta["start_index"] = int(node.start_char_idx)
+        out.append((node.get_content(metadata_mode=MetadataMode.NONE), meta))
+    return out
+
+
+def cite_response(response: Any, calls: Sequence[dict[str, Any]]) -> Any:
+    """Put the copied spans of the answer into ``response``: ``metadata["citations"]`` (node, document offsets,
+    file offsets where they verify) and ``source_nodes`` = the copied spans as nodes (related to the node and
+    document they come from); the retrieved nodes move to ``metadata["retrieved_nodes"]``.
+
+    The answer is the last call whose text is the response's (refine mode calls the LLM once per chunk).
+    """
+    from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
+
+    from nest_integrations.context import map_to_documents
+
+    retrieved = list(getattr(response, "source_nodes", None) or [])
+    text = str(getattr(response, "response", "") or "")
+    answer = next((c for c in reversed(calls) if c["result"].text.strip() == text.strip()), calls[-1] if calls else None)
+    citations: list[dict[str, Any]] = []
+    span_nodes = []
+    if answer is not None and not answer["result"].abstained:
+        docs = _node_documents(retrieved)
+        found = []
+        for k, call in enumerate(calls):
+            mapped = map_to_documents(call["result"].spans, call["messages"], docs)
+            if k > 0:
+                # refine: a span copied from the existing answer keeps the citation that answer had
+                inside = {id(c.span) for c in mapped}
+                for sp in call["result"].spans:
+                    if id(sp) in inside:
+                        continue
+                    for prev in found:
+                        off = prev.text.find(sp.text)
+                        if off >= 0:
+                            mapped.append(
+                                type(prev)(
+                                    prev.document, sp.text, prev.start + off, prev.start + off + len(sp.text),
+                                    prev.source,
+                                    None if prev.source_start is None else prev.source_start + off,
+                                    None if prev.source_start is None else prev.source_start + off + len(sp.text),
+                                    sp,
+                                )
+                            )
+                            break
+                mapped.sort(key=lambda c: c.span.response_start)
+            found = mapped
+            if call is answer:
+                break
+        for c in found:
+            node = retrieved[c.document].node
+            base = node.start_char_idx
+            cit = {
+                "cited_text": c.text,
+                "node_id": node.node_id,
+                "ref_doc_id": node.ref_doc_id,
+                "start_char_idx": (base + c.start) if base is not None else None,
+                "end_char_idx": (base + c.end) if base is not None else None,
+                "node_start": c.start,
+                "node_end": c.end,
+                "source": c.source,
+                "source_start": c.source_start,
+                "source_end": c.source_end,
+                "response_start": c.span.response_start,
+                "response_end": c.span.response_end,
+            }
+            citations.append(cit)
+            span = TextNode(
+                text=c.text,
+                metadata={**node.metadata, **{k: v for k, v in cit.items() if k != "cited_text"}},
+                start_char_idx=cit["start_char_idx"],
+                end_char_idx=cit["end_char_idx"],
+            )
+            span.relationships[NodeRelationship.PARENT] = RelatedNodeInfo(node_id=node.node_id)
+            if node.ref_doc_id is not None:
+                span.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=node.ref_doc_id)
+            span_nodes.append(NodeWithScore(node=span, score=retrieved[c.document].score))
+    meta = dict(getattr(response, "metadata", None) or {})
+    meta["citations"] = citations
+    meta["retrieved_nodes"] = retrieved
+    if answer is not None:
+        meta.update({k: v for k, v in _extra(answer["result"]).items() if k not in ("citations", "passages")})
+    response.metadata = meta
+    response.source_nodes = span_nodes
+    return response
+
+
+def query_with_citations(query_engine: Any, query: Any) -> Any:
+    """``query_engine.query(query)`` with ``Settings.llm = NestLLM()`` (context mode), its copied spans put into
+    the response by :func:`cite_response` (``source_nodes`` = the copied spans, ``metadata["citations"]``)."""
+    with collect_calls() as calls:
+        response = query_engine.query(query)
+    return cite_response(response, calls)
+
+
+async def aquery_with_citations(query_engine: Any, query: Any) -> Any:
+    """:func:`query_with_citations` with ``aquery``."""
+    with collect_calls() as calls:
+        response = await query_engine.aquery(query)
+    return cite_response(response, calls)
 
 
 def _default_condense_templates() -> list[str]:
