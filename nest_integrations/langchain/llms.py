@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from nest_integrations.errors import ConfigError, EmptyQuestionError
 from nest_integrations.langchain.chat_models import _check_stop, citation_dict
 from nest_integrations.results import NestResult, answer_labels
 
-__all__ = ["NestLLM"]
+__all__ = ["NestLLM", "prompt_question"]
 
 
 class NestLLM(LLM):
@@ -33,6 +34,14 @@ class NestLLM(LLM):
     Raw completion prompts are continued, not answered: the stop policy and abstention apply with
     ``chat_template=True`` only. Streaming fires ``on_llm_new_token`` per text delta.
 
+    With no engine, ``NestLLM()`` is **context mode** (:mod:`nest_integrations.context`), the drop-in LLM of a
+    completion-style RAG chain: the prompt (with the chat template, as one user message) is answered by NEST
+    copying from the context in it — the whole prompt when it has at least ``context_min_chars`` characters —
+    with citations into the prompt (``doc_id`` ``message-0``; :func:`~nest_integrations.langchain.invoke_with_citations`
+    maps them to a chain's documents). Its question (for the answer proposer and abstention) is
+    ``retrieval_query``, else the prompt's last ``Question:`` / ``Query:`` line, else its last line. ``lm`` is the
+    model (default: the embedded one, shared).
+
     Safe to share between threads and asyncio tasks (the engine decides how requests share the model);
     cancelling an async call or leaving a stream early stops decoding within one step.
     """
@@ -40,6 +49,8 @@ class NestLLM(LLM):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     engine: Any = Field(default=None, exclude=True)
+    lm: Any = Field(default=None, exclude=True, description="context mode's model (default: the embedded one, shared)")
+    context_min_chars: int = 200
     model: str = ""
     nest_config: NestConfig | None = None
     chat_template: bool = False
@@ -49,13 +60,20 @@ class NestLLM(LLM):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if self.engine is None:
-            raise ConfigError("NestLLM needs an engine: NestLLM(engine=NestEngine(...)) or ChatNest's constructors")
         _check_stop(self.stop)
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise ConfigError(f"max_tokens must be positive (got {self.max_tokens})")
+        if self.context_min_chars < 1:
+            raise ConfigError(f"context_min_chars must be positive (got {self.context_min_chars})")
+        if self.engine is None:  # context mode
+            if self.lm is None:
+                from nest_integrations.models import shared_model
+
+                self.lm = shared_model()
+        elif self.lm is None:
+            self.lm = self.engine.lm
         if not self.model:
-            self.model = self.engine.lm.model_id
+            self.model = self.lm.model_id
 
     @property
     def _llm_type(self) -> str:
@@ -63,7 +81,8 @@ class NestLLM(LLM):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "config": (self.nest_config or self.engine.config).model_dump(mode="json")}
+        cfg = self.nest_config or (self.engine.config if self.engine is not None else NestConfig())
+        return {"model": self.model, "config": cfg.model_dump(mode="json")}
 
     def _opts(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         _check_stop(stop)
@@ -81,6 +100,18 @@ class NestLLM(LLM):
     ) -> Iterator[Any]:
         if not prompt.strip():
             raise EmptyQuestionError("the prompt is empty")
+        if self.engine is None:
+            from nest_integrations.context import stream_over_context
+
+            return stream_over_context(
+                self.lm,
+                prompt,
+                self.nest_config or NestConfig(),
+                min_chars=self.context_min_chars,
+                retrieval_query=self.retrieval_query or prompt_question(prompt),
+                cancel=cancel,
+                **self._opts(stop, kwargs),
+            )
         return self.engine.stream(
             prompt,
             raw=not self.chat_template,
@@ -172,6 +203,18 @@ class NestLLM(LLM):
         **kwargs: Any,
     ) -> LLMResult:
         return await call_in_thread(lambda cancel: self._generate_all(prompts, stop, None, kwargs, cancel))
+
+
+_QUESTION = re.compile(r"^\s*(?:Question|Query|Q)\s*:\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+def prompt_question(prompt: str) -> str:
+    """The question of a completion prompt: its last ``Question:`` / ``Query:`` / ``Q:`` line, else its last line."""
+    hits = _QUESTION.findall(prompt)
+    if hits:
+        return hits[-1]
+    lines = [x.strip() for x in prompt.splitlines() if x.strip()]
+    return lines[-1] if lines else prompt
 
 
 def _info(result: NestResult) -> dict[str, Any]:

@@ -42,7 +42,8 @@ def chain(tiny_lm_or_default):
     chat = ChatNest(lm=tiny_lm_or_default, nest_config=NestConfig(max_new_tokens=48))
     assert chat.engine is None  # no datastore: context mode
     qa = create_stuff_documents_chain(chat, PROMPT)
-    return create_retrieval_chain(store.as_retriever(search_kwargs={"k": 2}), qa), chat
+    retriever = store.as_retriever(search_kwargs={"k": 2})
+    return create_retrieval_chain(retriever, qa), chat, retriever
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def tiny_lm_or_default():
 
 
 def test_retrieval_chain_cites_its_context_documents_exactly(chain) -> None:
-    rag, _ = chain
+    rag, _, _ = chain
     out = invoke_with_citations(rag, {"input": "Who performed the national anthem at Super Bowl 50?"})
     assert isinstance(out["answer"], str) and out["answer"]
     assert out["context"] and out["citations"], out["answer"]
@@ -72,7 +73,7 @@ def test_retrieval_chain_cites_its_context_documents_exactly(chain) -> None:
 
 
 def test_plain_chat_model_response_metadata_points_into_the_messages(chain) -> None:
-    _, chat = chain
+    _, chat, _ = chain
     ctx = Path(corpus_dir(), "Nikola_Tesla.txt").read_text(encoding="utf-8")[:900]
     messages = [("system", "Use this context.\n\n" + ctx), ("human", "Where was Nikola Tesla born?")]
     msg = chat.invoke(messages)
@@ -85,14 +86,14 @@ def test_plain_chat_model_response_metadata_points_into_the_messages(chain) -> N
 
 
 def test_prompt_without_context_is_the_plain_lm(chain) -> None:
-    _, chat = chain
+    _, chat, _ = chain
     msg = chat.invoke("Say hello.", max_tokens=8)
     assert msg.content and msg.response_metadata["citations"] == []
     assert msg.response_metadata["abstained"] is False
 
 
 def test_streaming_in_context_mode_gives_the_same_answer(chain) -> None:
-    _, chat = chain
+    _, chat, _ = chain
     ctx = Path(corpus_dir(), "Warsaw.txt").read_text(encoding="utf-8")[:900]
     messages = [("system", "Use this context.\n\n" + ctx), ("human", "What is Warsaw?")]
     full = chat.invoke(messages)
@@ -117,7 +118,7 @@ def test_lossless_context_mode_equals_greedy_generate_on_the_chains_prompts(chai
     from nest_integrations.langchain import CitationCollector
     from nest_integrations.prompts import render_prompt
 
-    rag, _ = chain
+    rag, _, _ = chain
     lm = tiny_lm_or_default
     collector = CitationCollector()
     for q in QUESTIONS:
@@ -138,3 +139,28 @@ def test_lossless_context_mode_equals_greedy_generate_on_the_chains_prompts(chai
         for s in res.spans:
             assert system[s.doc_start : s.doc_end] == s.text and s.doc_id == "message-0"
     assert accepted > 0 and copied > 0  # drafts were verified and kept, and a citation came out: not a plain greedy run
+
+
+def test_completion_llm_in_a_string_prompt_chain_cites_its_context_documents(chain, tiny_lm_or_default) -> None:
+    from langchain_core.prompts import PromptTemplate
+
+    from nest_integrations.langchain import NestLLM
+
+    llm = NestLLM(lm=tiny_lm_or_default, nest_config=NestConfig(max_new_tokens=48))
+    assert llm.engine is None  # no datastore: context mode
+    prompt = PromptTemplate.from_template("Use the context to answer.\n\n{context}\n\nQuestion: {input}\nAnswer:")
+    _, _, retriever = chain
+    qa = create_retrieval_chain(retriever, create_stuff_documents_chain(llm, prompt))
+    out = invoke_with_citations(qa, {"input": "Who performed the national anthem at Super Bowl 50?"})
+    assert "Lady Gaga" in out["answer"] and out["citations"], out["answer"]
+    for c in out["citations"]:
+        doc = out["context"][c["document_index"]]
+        assert doc.page_content[c["start"] : c["end"]] == c["cited_text"]
+        assert Path(c["source"]).read_text(encoding="utf-8")[c["source_start"] : c["source_end"]] == c["cited_text"]
+
+
+def test_prompt_question_is_the_last_question_line() -> None:
+    from nest_integrations.langchain.llms import prompt_question
+
+    assert prompt_question("ctx ctx\n\nQuestion: who won?\nAnswer:") == "who won?"
+    assert prompt_question("some context\nwhat is it") == "what is it"
