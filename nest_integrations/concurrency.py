@@ -80,6 +80,28 @@ class ModelGate:
             else:
                 self._owner = None
 
+    def suspend(self) -> int:
+        """Release every level this thread holds (it must hold the gate); returns the depth for :meth:`resume`.
+
+        Used by a request that waits for something other requests need the gate for (its batched forward pass,
+        :mod:`nest_integrations.decoding.batching`)."""
+        with self._mutex:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("suspend of a ModelGate this thread does not hold")
+            depth, self._depth = self._depth, 1
+        self.release()
+        return depth
+
+    def resume(self, depth: int) -> None:
+        """Take the gate back (in arrival order) at the ``depth`` :meth:`suspend` returned."""
+        self.acquire()
+        with self._mutex:
+            self._depth = depth
+
+    def owned(self) -> bool:
+        """Whether the calling thread holds the gate."""
+        return self._owner == threading.get_ident()
+
     @property
     def held(self) -> bool:
         """Whether some thread holds the gate now."""

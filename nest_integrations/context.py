@@ -3,8 +3,10 @@
 Most RAG apps retrieve documents themselves and stuff them into the prompt (LangChain
 ``create_stuff_documents_chain`` / ``create_retrieval_chain``, LlamaIndex response synthesizers). In context
 mode NEST copies from those documents, with no datastore: the **context segments** of the messages — the
-documents the caller names (found verbatim in the messages), or else every system / user message whose text
-is at least ``min_chars`` long — are split into chunks, and the request's token store is all of them; there is
+documents the caller names (found verbatim in the messages); else the blocks between two rules of dashes
+(``---------------------``, how LlamaIndex's QA / refine / summarize templates and many hand-written RAG prompts
+delimit their context); else every system / user message whose text is at least ``min_chars`` long — are split
+into chunks, and the request's token store is all of them; there is
 no passage retrieval. Their keys come from the prompt's own prefill (``NestConfig.context_keys="prefill"``, the
 default: the prompt is run through the model once, and the states at the chunks' tokens are their keys, so the
 context costs no second forward pass) or from encoding each chunk alone (``"encode"``, a datastore's key mode,
@@ -23,6 +25,7 @@ A prompt with no context segment is answered by the plain LM (no citations, no e
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +46,9 @@ __all__ = [
     "ContextSegment",
     "CitedDocument",
     "find_context_segments",
+    "delimited_segments",
+    "find_question",
+    "prompt_question",
     "context_chunks",
     "prefill_keys",
     "stream_over_context",
@@ -120,8 +126,8 @@ def find_context_segments(
     With ``documents`` (texts the caller put in the prompt, e.g. a chain's retrieved documents), each one found
     verbatim in a system / user message is a segment (its first occurrence after the previous document's, so
     documents stuffed in order map to their own place; a document not in the messages is skipped). Without,
-    every system / user message of at least ``min_chars`` characters is one segment, except the last user
-    message when it is shorter (the question).
+    the :func:`delimited_segments` when the prompt has any; else every system / user message of at least
+    ``min_chars`` characters is one segment (so a short last user message, the question, is not).
     """
     if min_chars < 1:
         raise ConfigError(f"min_chars must be positive (got {min_chars})")
@@ -131,10 +137,61 @@ def find_context_segments(
         for i, p, k in _locate(messages, documents):
             out.append(ContextSegment(i, p, p + len(documents[k]), f"document-{k}"))
         return out
+    delimited = delimited_segments(messages)
+    if delimited:
+        return delimited
     for i, text in contents:
         if len(text.strip()) >= min_chars:
             out.append(ContextSegment(i, 0, len(text)))
     return out
+
+
+# a line of 8+ dashes: LlamaIndex's templates (and many hand-written RAG prompts) put the context between two
+_RULE = re.compile(r"^-{8,}[ \t]*$", re.MULTILINE)
+# LlamaIndex's refine template: the answer so far, a source too (what it copied keeps its citations)
+_EXISTING = re.compile(r"existing answer:[ \t]*(.+?)\n(?=We have the opportunity)", re.DOTALL)
+_QUESTION = re.compile(
+    r"^\s*(?:Question|Query|Q|The original query is as follows)\s*:\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE
+)
+
+
+def delimited_segments(messages: Sequence[Message]) -> list[ContextSegment]:
+    """In each system / user message, the text between its first two lines of dashes (``--------``), and in a
+    refine prompt the ``existing answer`` before them; ``[]`` when no message has such a block."""
+    out: list[ContextSegment] = []
+    for i, m in enumerate(messages):
+        if m["role"] not in ("system", "user"):
+            continue
+        content = str(m["content"])
+        rules = list(_RULE.finditer(content))
+        if len(rules) < 2:
+            continue
+        a, b = rules[0].end() + 1, rules[1].start()
+        if b > a and content[a:b].strip():
+            out.append(ContextSegment(i, a, b, "delimited-context"))
+        hit = _EXISTING.search(content, 0, rules[0].start())
+        if hit and hit.group(1).strip():
+            out.append(ContextSegment(i, hit.start(1), hit.end(1), "existing-answer"))
+    return out
+
+
+def prompt_question(prompt: str) -> str:
+    """The question of a prompt's text: its last ``Question:`` / ``Query:`` / ``Q:`` line (or LlamaIndex's
+    ``The original query is as follows:``), else its last non-empty line."""
+    hits = _QUESTION.findall(prompt)
+    if hits:
+        return hits[-1]
+    lines = [x.strip() for x in prompt.splitlines() if x.strip()]
+    return lines[-1] if lines else prompt
+
+
+def find_question(messages: Sequence[Message]) -> str:
+    """The question of a chat prompt, what abstention and the answer proposer compare the context with: the
+    last user message's last ``Question:`` / ``Query:`` line when it has one (a RAG template), else that
+    message's whole text."""
+    text = last_user_text(messages)
+    hits = _QUESTION.findall(text)
+    return hits[-1] if hits else text
 
 
 def context_chunks(
@@ -243,6 +300,7 @@ def stream_over_context(
     min_chars: int = DEFAULT_MIN_CONTEXT_CHARS,
     retrieval_query: str | None = None,
     cancel: threading.Event | None = None,
+    batching: bool = False,
     **overrides: Any,
 ) -> Iterator[NestDelta]:
     """Stream NEST's answer to ``messages`` copying from the context inside them; the last delta has the result.
@@ -255,8 +313,10 @@ def stream_over_context(
         segments: the context segments themselves (overrides ``documents``).
         min_chars: when neither is given, the length from which a system / user message is context.
         retrieval_query: the question the answer proposer and abstention compare the context with (default:
-            the last user message).
+            :func:`find_question`).
         cancel: an event that stops the request when set (see :meth:`NestEngine.stream`).
+        batching: share forward passes with concurrent requests on the same model (continuous batching,
+            :mod:`nest_integrations.decoding.batching`).
     """
     from nest_integrations.engine import NestEngine
 
@@ -275,9 +335,10 @@ def stream_over_context(
     sentences = [c.text[a:b] for c in chunks for a, b in split_sentences(c.text)] or [c.text for c in chunks]
     prompt_keys = prefill_keys(lm, msgs, chunks) if segs and cfg.context_keys == "prefill" else None
     engine = NestEngine(
-        lm, chunks, cfg, retriever=_AllChunks(len(chunks)), idf_texts=sentences, prompt_keys=prompt_keys
+        lm, chunks, cfg, retriever=_AllChunks(len(chunks)), idf_texts=sentences, prompt_keys=prompt_keys,
+        batching=batching,
     )
-    query = retrieval_query if retrieval_query is not None else last_user_text(msgs)
+    query = retrieval_query if retrieval_query is not None else find_question(msgs)
     yield from engine.stream(msgs, retrieval_query=query, cancel=cancel)
 
 

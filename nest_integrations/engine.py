@@ -16,6 +16,7 @@ from nest_integrations.attribution import CopiedSpan, RunTracker, citations_of, 
 from nest_integrations.chunks import Chunk, Document, chunks_from_documents, validate_chunks
 from nest_integrations.concurrency import model_gate
 from nest_integrations.config import NestConfig
+from nest_integrations.decoding.batching import forward_batcher
 from nest_integrations.decoding.cache import check_rollback
 from nest_integrations.decoding.detokenize import IncrementalDetokenizer
 from nest_integrations.decoding.loop import NestDecoder
@@ -47,6 +48,10 @@ class NestEngine:
         prompt_keys: for chunks whose text lies inside the prompt (context mode): given the prompt's token ids
             and its prefill's key-layer states (P, D), the :class:`ChunkKeys` of those chunks (by chunk index),
             taken from the prefill instead of encoding each chunk again; chunks it leaves out are encoded.
+        batching: continuous batching — the decoding steps of concurrent requests on this model share padded
+            forward passes (:mod:`nest_integrations.decoding.batching`); each request still returns what it
+            returns alone, up to float rounding at near-ties. Off by default (one request at a time gains
+            nothing from it); ``nest serve`` turns it on.
 
     One engine may serve many threads and asyncio tasks at once: requests take turns on the model
     through its gate (:func:`~nest_integrations.concurrency.model_gate`), step by step, and each returns
@@ -69,6 +74,7 @@ class NestEngine:
         token_store: TokenStore | None = None,
         idf_texts: Sequence[str] | None = None,
         prompt_keys: Callable[[Sequence[int], Any], Mapping[int, ChunkKeys]] | None = None,
+        batching: bool = False,
     ) -> None:
         check_rollback(lm.model)  # refuse a model NEST cannot decode with now, not at the first request
         self.lm = lm
@@ -85,6 +91,7 @@ class NestEngine:
         )
         self._retriever = retriever
         self._prompt_keys = prompt_keys
+        self.batching = batching
         self._sentence_emb: dict[int, Any] = {}
         self._idf: tuple[int, dict[str, float]] | None = None
         if idf_texts is not None:
@@ -252,13 +259,18 @@ class NestEngine:
             RequestCancelledError: ``cancel`` was set before the answer was complete.
         """
         steps = self._stream(prompt, retrieval_query, raw, exclude_doc_ids, cancel, overrides)
+        batcher = forward_batcher(self.lm.model) if self.batching else None
         try:
             while True:
                 if not self._gate.acquire(cancel):
                     raise RequestCancelledError("the request was cancelled while it waited for the model")
+                if batcher is not None:
+                    batcher.enter_step()
                 try:
                     delta = next(steps, None)
                 finally:
+                    if batcher is not None:
+                        batcher.leave_step()
                     self._gate.release()
                 if delta is None:
                     return
@@ -312,7 +324,7 @@ class NestEngine:
                 return
         store = None
         req_chunks: list[Chunk] = []
-        decoder = NestDecoder(self.lm, cfg)
+        decoder = NestDecoder(self.lm, cfg, forward_batcher(self.lm.model) if self.batching else None)
         prefill = None
         if cfg.uses_token_store:
             t0 = time.perf_counter()

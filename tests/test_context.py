@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from nest_integrations.context import ContextSegment, context_chunks, find_context_segments, map_to_documents
+from nest_integrations.context import (
+    ContextSegment,
+    context_chunks,
+    find_context_segments,
+    find_question,
+    map_to_documents,
+    prompt_question,
+)
 from nest_integrations.errors import ConfigError
 from nest_integrations.results import CopiedSpan
 
@@ -26,6 +33,19 @@ def test_long_messages_are_context_and_the_short_question_is_not() -> None:
     assert find_context_segments(_msgs(), min_chars=10_000) == []
     with pytest.raises(ConfigError, match="min_chars"):
         find_context_segments(_msgs(), min_chars=0)
+
+
+def test_a_block_between_rules_of_dashes_is_the_context_and_its_query_line_the_question() -> None:
+    # LlamaIndex's QA template, as it reaches an OpenAI-compatible server: the instructions around the block are
+    # not sources, and the long system prompt is not either
+    rule = "-" * 21
+    user = f"Context information is below.\n{rule}\n{DOC_A}\n{rule}\nGiven the context information, answer the query.\nQuery: Where was Tesla born?\nAnswer: "
+    msgs = [{"role": "system", "content": "You are an expert Q&A system. " * 10}, {"role": "user", "content": user}]
+    segs = find_context_segments(msgs, min_chars=100)
+    assert [(s.message_index, user[s.start : s.end]) for s in segs] == [(1, DOC_A + "\n")]
+    assert find_question(msgs) == "Where was Tesla born?"
+    assert find_question(_msgs("Who was her father?")) == "Who was her father?"
+    assert prompt_question("ctx\n\nQuestion: who won?\nAnswer:") == "who won?"
 
 
 def test_named_documents_are_found_in_order() -> None:

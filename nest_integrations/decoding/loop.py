@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +20,9 @@ from nest_integrations.key_layer import tap_for
 from nest_integrations.models import LoadedModel
 from nest_integrations.sentences import split_sentences
 from nest_integrations.store.token_store import RequestStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nest_integrations.decoding.batching import ForwardBatcher
 
 __all__ = ["Committed", "DecodeStats", "NestDecoder", "Prefill"]
 
@@ -78,7 +82,7 @@ class NestDecoder:
             cache cannot be rolled back after a rejected draft (:mod:`nest_integrations.decoding.cache`).
     """
 
-    def __init__(self, lm: LoadedModel, config: NestConfig) -> None:
+    def __init__(self, lm: LoadedModel, config: NestConfig, batcher: ForwardBatcher | None = None) -> None:
         check_rollback(lm.model)
         self.lm = lm
         self.cfg = config
@@ -95,6 +99,7 @@ class NestDecoder:
         self._sentence_ends: dict[int, set[int]] = {}
         self._cache_kw = cache_kwarg(lm.model)
         self._tap = tap_for(lm.model, config.key_layer)
+        self.batcher = batcher
 
     # ---- model calls ---------------------------------------------------------------------
     def _forward(
@@ -104,6 +109,20 @@ class NestDecoder:
         both on the model's (input) device: nothing of vocabulary size leaves the device (the loop reads
         only scalars from it — the chosen token, λ, the accepted length)."""
         dev = self.lm.device
+        if self.batcher is not None and not last_only:
+            # continuous batching: this forward joins the other requests' in one padded pass
+            logits, hs = self.batcher.forward(
+                ids, cache, self._tap, self._cache_kw, dev, lambda: self._forward_alone(ids, cache, False, all_states)
+            )
+            self.stats.forward_passes += 1
+            return logits, hs
+        return self._forward_alone(ids, cache, last_only, all_states, count=True)
+
+    def _forward_alone(
+        self, ids: list[int], cache, last_only: bool, all_states: bool, count: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unbatched forward of :meth:`_forward`."""
+        dev = self.lm.device
         kwargs = {"logits_to_keep": 1} if last_only else {}
         out, states = self._tap.forward(
             input_ids=torch.tensor([ids], dtype=torch.long, device=dev),
@@ -111,7 +130,8 @@ class NestDecoder:
             **{self._cache_kw: cache},
             **kwargs,
         )
-        self.stats.forward_passes += 1
+        if count:
+            self.stats.forward_passes += 1
         hs = states[0]
         if last_only and not all_states:
             hs = hs[-1:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,6 +13,7 @@ from pydantic import ConfigDict, Field
 
 from nest_integrations._async import call_in_thread, iterate_in_thread
 from nest_integrations.config import NestConfig
+from nest_integrations.context import prompt_question
 from nest_integrations.errors import ConfigError, EmptyQuestionError
 from nest_integrations.langchain.chat_models import _check_stop, citation_dict
 from nest_integrations.results import NestResult, answer_labels
@@ -203,18 +203,6 @@ class NestLLM(LLM):
         **kwargs: Any,
     ) -> LLMResult:
         return await call_in_thread(lambda cancel: self._generate_all(prompts, stop, None, kwargs, cancel))
-
-
-_QUESTION = re.compile(r"^\s*(?:Question|Query|Q)\s*:\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
-
-
-def prompt_question(prompt: str) -> str:
-    """The question of a completion prompt: its last ``Question:`` / ``Query:`` / ``Q:`` line, else its last line."""
-    hits = _QUESTION.findall(prompt)
-    if hits:
-        return hits[-1]
-    lines = [x.strip() for x in prompt.splitlines() if x.strip()]
-    return lines[-1] if lines else prompt
 
 
 def _info(result: NestResult) -> dict[str, Any]:

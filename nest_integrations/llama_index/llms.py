@@ -382,43 +382,27 @@ class NestLLM(CustomLLM):
 
 # ---- context mode ------------------------------------------------------------------------------------------
 _COLLECTOR: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("nest_li_calls", default=None)
-# LlamaIndex's QA / refine / summarize templates put the context between two rules of dashes
-_RULE = re.compile(r"^-{8,}[ \t]*$", re.MULTILINE)
-_EXISTING = re.compile(r"existing answer:[ \t]*(.+?)\n(?=We have the opportunity)", re.DOTALL)
-_QUERY = re.compile(r"(?:^Query:|^The original query is as follows:)[ \t]*(.+)$", re.MULTILINE)
 
 
 def template_context_segments(messages: Sequence[dict[str, str]], min_chars: int = 200) -> list[Any]:
-    """Context segments of a prompt from a LlamaIndex synthesizer: in each system / user message, the text
-    between the first two lines of dashes (``---------------------``) of LlamaIndex's QA, refine and summarize
-    templates; a message without them is context when it has at least ``min_chars`` characters (the last
-    user message, the question, only when no other message is)."""
-    from nest_integrations.context import ContextSegment, find_context_segments
+    """Context segments of a prompt from a LlamaIndex synthesizer: the engine's
+    :func:`~nest_integrations.context.find_context_segments` (the text between the two rules of dashes of
+    LlamaIndex's QA, refine and summarize templates, and a refine prompt's existing answer; else every message
+    of at least ``min_chars`` characters)."""
+    from nest_integrations.context import find_context_segments
 
-    out = []
-    for i, m in enumerate(messages):
-        if m["role"] not in ("system", "user"):
-            continue
-        content = str(m["content"])
-        rules = list(_RULE.finditer(content))
-        if len(rules) >= 2:
-            a, b = rules[0].end() + 1, rules[1].start()
-            if b > a:
-                out.append(ContextSegment(i, a, b, "template-context"))
-            # refine mode: the answer so far is a source too (what it copied keeps its citations)
-            hit = _EXISTING.search(content, 0, rules[0].start())
-            if hit and hit.group(1).strip():
-                out.append(ContextSegment(i, hit.start(1), hit.end(1), "existing-answer"))
-    return out or find_context_segments(list(messages), None, min_chars)
+    return find_context_segments(list(messages), None, min_chars)
 
 
 def template_query(messages: Sequence[dict[str, str]]) -> str | None:
-    """The query of a LlamaIndex QA / refine prompt (``Query: ...``), or None."""
-    for m in reversed(messages):
-        if m["role"] == "user":
-            hit = _QUERY.search(str(m["content"]))
-            return hit.group(1).strip() if hit else None
-    return None
+    """The query of a LlamaIndex QA / refine prompt (``Query: ...``), or None when it has no such line."""
+    from nest_integrations.context import find_question
+    from nest_integrations.prompts import last_user_text
+
+    if not any(m["role"] == "user" for m in messages):
+        return None
+    q = find_question(list(messages))
+    return None if q == last_user_text(list(messages)) else q
 
 
 @contextlib.contextmanager
