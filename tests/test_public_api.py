@@ -55,3 +55,24 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_server_all_is_pinned():
+    import nest_integrations.server as server
+
+    assert sorted(server.__all__) == ["NestService", "QueueFullError", "ServerSettings", "create_app", "serve"]
+    for name in server.__all__:
+        assert hasattr(server, name)
+
+
+def test_cli_does_not_import_the_server_stack():
+    """``nest --help`` stays cheap: FastAPI / uvicorn load only when ``nest serve`` runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from nest_integrations.cli.main import build_parser; build_parser(); "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'sse_starlette', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

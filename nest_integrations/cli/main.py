@@ -14,7 +14,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from nest_integrations.cli import answer, download, evaluate, index
+from nest_integrations.cli import answer, download, evaluate, index, serve
 from nest_integrations.cli.common import PROG, USAGE_ERRORS, Command, Parser, UsageError
 from nest_integrations.errors import NestError
 
@@ -27,6 +27,7 @@ COMMANDS: dict[str, Command] = {
     "chat": answer.CHAT,
     "index": index.COMMAND,
     "eval": evaluate.COMMAND,
+    "serve": serve.COMMAND,
 }
 
 

@@ -1,0 +1,53 @@
+"""``nest serve``: an OpenAI-compatible HTTP server whose answers carry exact citations.
+
+Requires the ``server`` extra (``pip install "nest-integrations[server]"``: FastAPI, uvicorn, sse-starlette).
+
+    from nest_integrations.server import NestService, ServerSettings, create_app, serve
+    serve(engine, documents, host="127.0.0.1", port=8000)
+
+Any OpenAI client works against it (``openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=...)``,
+LangChain ``ChatOpenAI(base_url=..., use_responses_api=True)``, LlamaIndex ``OpenAILike``); see
+:mod:`nest_integrations.server.app` for the endpoints and :mod:`nest_integrations.server.openai_format` for
+where the citations are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nest_integrations.server.service import NestService, QueueFullError, ServerSettings
+
+__all__ = ["NestService", "QueueFullError", "ServerSettings", "create_app", "serve"]
+
+
+def create_app(service: NestService) -> Any:
+    """The FastAPI app over ``service`` (see :mod:`nest_integrations.server.app`)."""
+    from nest_integrations.server.app import create_app as _create
+
+    return _create(service)
+
+
+def serve(
+    engine: Any,
+    documents: dict[str, str],
+    settings: ServerSettings | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    titles: dict[str, str] | None = None,
+    log_level: str = "info",
+    graceful_shutdown_s: float = 10.0,
+) -> None:
+    """Serve ``engine`` until interrupted (SIGINT / SIGTERM: in-flight requests get ``graceful_shutdown_s`` to
+    finish, then they are cancelled). Binds 127.0.0.1 unless ``host`` says otherwise."""
+    import uvicorn
+
+    app = create_app(NestService(engine, documents, settings, titles))
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=True,
+        timeout_graceful_shutdown=graceful_shutdown_s,
+    )
