@@ -46,7 +46,7 @@ def _corpus() -> Path:
     return folder
 
 
-def baseline(corpus: Path, dtype: str, n: int, max_tokens: int, threads: int) -> dict[str, Any]:
+def baseline(corpus: Path, dtype: str, n: int, max_tokens: int, threads: int, method: str | None) -> dict[str, Any]:
     """``n`` requests one by one through the engine (no batching)."""
     import torch
 
@@ -56,7 +56,8 @@ def baseline(corpus: Path, dtype: str, n: int, max_tokens: int, threads: int) ->
     torch.set_num_threads(threads)
     lm = load_model(dtype=dtype)
     _, chunks = read_files([str(corpus)], 800)
-    engine = NestEngine(lm, chunks, NestConfig(max_new_tokens=max_tokens))
+    cfg = NestConfig(max_new_tokens=max_tokens)
+    engine = NestEngine(lm, chunks, cfg.replace(method=method) if method else cfg)
     qs = _questions()
     engine.generate(qs[0])  # warm-up: keys of the chunks it needs, kernels
     tokens, lat = 0, []
@@ -74,7 +75,7 @@ def baseline(corpus: Path, dtype: str, n: int, max_tokens: int, threads: int) ->
 class Server:
     def __init__(self, corpus: Path, dtype: str, max_tokens: int, threads: int) -> None:
         cmd = [sys.executable, "-m", "nest_integrations.cli", "serve", "--docs", str(corpus), "--port", "0",
-               "--dtype", dtype, "--max-new-tokens", str(max_tokens), "--log-level", "warning",
+               "--dtype", dtype, "--max-new-tokens", str(max_tokens), "--log-level", "info",
                "--max-active", "16", "--max-queue", "64"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
@@ -102,7 +103,9 @@ class Server:
             self.proc.kill()
 
 
-async def _client(http: Any, url: str, questions: list[str], start: int, n: int, max_tokens: int, out: list) -> None:
+async def _client(
+    http: Any, url: str, questions: list[str], start: int, n: int, max_tokens: int, out: list, method: str | None
+) -> None:
     for k in range(n):
         q = questions[(start + k) % len(questions)]
         t0 = time.perf_counter()
@@ -113,6 +116,7 @@ async def _client(http: Any, url: str, questions: list[str], start: int, n: int,
             async with http.stream("POST", f"{url}/v1/chat/completions", json={
                 "messages": [{"role": "user", "content": q}], "max_tokens": max_tokens, "stream": True,
                 "stream_options": {"include_usage": True},
+                **({"nest": {"config": {"method": method}}} if method else {}),
             }) as r:
                 status = r.status_code
                 async for line in r.aiter_lines():
@@ -131,7 +135,7 @@ async def _client(http: Any, url: str, questions: list[str], start: int, n: int,
         out.append({"status": status, "latency_s": time.perf_counter() - t0, "ttft_s": ttft, "tokens": tokens})
 
 
-async def level(url: str, clients: int, per_client: int, max_tokens: int) -> dict[str, Any]:
+async def level(url: str, clients: int, per_client: int, max_tokens: int, method: str | None) -> dict[str, Any]:
     import httpx
 
     qs = _questions()
@@ -139,7 +143,7 @@ async def level(url: str, clients: int, per_client: int, max_tokens: int) -> dic
     async with httpx.AsyncClient(timeout=600) as http:
         t0 = time.perf_counter()
         await asyncio.gather(*[
-            _client(http, url, qs, 3 * i, per_client, max_tokens, rows) for i in range(clients)
+            _client(http, url, qs, 3 * i, per_client, max_tokens, rows, method) for i in range(clients)
         ])
         wall = time.perf_counter() - t0
     ok = [r for r in rows if r["status"] == 200 and r["tokens"] is not None]
@@ -173,20 +177,25 @@ def main() -> None:
     ap.add_argument("--baseline", type=int, default=20, help="requests of the sequential engine baseline")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--method", default=None, choices=["nest", "ra-nest", "base", "ra"],
+        help="NestConfig.method of every request and of the baseline (default: the defaults'); `base` is the plain "
+        "LM, whose requests are decode-bound (64 one-token steps after a short prompt)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     corpus = _corpus()
     report: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "dtype": args.dtype,
-                              "max_tokens": args.max_tokens, "threads": args.threads}
-    report["baseline"] = base = baseline(corpus, args.dtype, args.baseline, args.max_tokens, args.threads)
+                              "max_tokens": args.max_tokens, "threads": args.threads, "method": args.method or "default"}
+    report["baseline"] = base = baseline(corpus, args.dtype, args.baseline, args.max_tokens, args.threads, args.method)
     print(json.dumps({"baseline": base}), flush=True)
     server = Server(corpus, args.dtype, args.max_tokens, args.threads)
     try:
-        asyncio.run(level(server.url, 1, 2, args.max_tokens))  # warm-up
+        asyncio.run(level(server.url, 1, 2, args.max_tokens, args.method))  # warm-up
         report["levels"] = []
         for c in [int(x) for x in args.clients.split(",")]:
             m0 = _metrics(server.url)
-            row = asyncio.run(level(server.url, c, args.per_client, args.max_tokens))
+            row = asyncio.run(level(server.url, c, args.per_client, args.max_tokens, args.method))
             row["vs_sequential_engine"] = row["tokens_per_s"] / base["tokens_per_s"]
             m1 = _metrics(server.url)
             batches = m1["nest_batched_forwards_total"] - m0["nest_batched_forwards_total"]
