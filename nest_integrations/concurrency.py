@@ -19,8 +19,11 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["ModelGate", "model_gate"]
 
@@ -117,14 +120,20 @@ class ModelGate:
         self.release()
 
 
-_GATES: weakref.WeakKeyDictionary[Any, ModelGate] = weakref.WeakKeyDictionary()
-_GATES_LOCK = threading.Lock()
+_PER_MODEL: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_PER_MODEL_LOCK = threading.Lock()
+
+
+def per_model(model: Any, name: str, make: Callable[[], T]) -> T:
+    """The one ``name`` object of ``model`` (a torch module), made by ``make()`` on first use; it lives as
+    long as the model does. How the gate and the forward batcher stay one per model however many engines."""
+    with _PER_MODEL_LOCK:
+        slots = _PER_MODEL.setdefault(model, {})
+        if name not in slots:
+            slots[name] = make()
+        return slots[name]
 
 
 def model_gate(model: Any) -> ModelGate:
     """The gate of ``model`` (a torch module): the same object for every engine that uses that model."""
-    with _GATES_LOCK:
-        gate = _GATES.get(model)
-        if gate is None:
-            gate = _GATES[model] = ModelGate()
-        return gate
+    return per_model(model, "gate", ModelGate)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -257,16 +256,9 @@ def _plain(cache: Any) -> bool:
     return True
 
 
-_BATCHERS: weakref.WeakKeyDictionary[Any, ForwardBatcher] = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
-
-
 def forward_batcher(model: Any) -> ForwardBatcher:
     """The batcher of ``model`` (one per model object, like its gate)."""
-    from nest_integrations.concurrency import model_gate
+    from nest_integrations.concurrency import model_gate, per_model
 
-    with _LOCK:
-        fb = _BATCHERS.get(model)
-        if fb is None:
-            fb = _BATCHERS[model] = ForwardBatcher(model, model_gate(model))
-        return fb
+    gate = model_gate(model)
+    return per_model(model, "forward_batcher", lambda: ForwardBatcher(model, gate))
