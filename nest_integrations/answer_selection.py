@@ -14,7 +14,9 @@ a linear score over a few features that carry across question styles (chosen on 
 * ``qlik`` — mean log-likelihood per token of the question given the sentence under the LM (UPR,
   Sachan et al., 2022, "Improving Passage Retrieval with Zero-Shot Question Generation");
 * ``first``, ``rank_inv``, ``chunk_score``, ``long`` — position priors (first sentence of its chunk,
-  1 / (chunk rank + 1), MiniLM cosine between question and the whole chunk, longer than 32 words).
+  1 / (chunk rank + 1), MiniLM cosine between question and the whole chunk, longer than 32 words);
+* ``chunk_cov2`` — ``idf2_cov`` of the sentence's whole chunk; ``chunk_miss`` — the highest IDF of a question
+  content word the chunk lacks, over the highest IDF of any (0 when the chunk holds them all).
 
 The best score is also the abstention criterion: a question whose best sentence scores below
 ``abstain_threshold`` is answered with ``abstain_message``.
@@ -39,7 +41,7 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {"idf2_cov": 0.25, "bigram": 0.1, "type_m
 #: Weights of the support score (the abstention criterion: its maximum over the candidate sentences),
 #: chosen in the same study (``support``) as the best separation of answerable from unanswerable questions
 #: with ONE threshold for both sets: most unanswerable abstentions on the worse set, at most 10% answerable.
-SUPPORT_WEIGHTS: Mapping[str, float] = {"cos": 1.0, "idf2_cov": 0.25}
+SUPPORT_WEIGHTS: Mapping[str, float] = {"cos": 1.0, "chunk_score": 0.25, "chunk_miss": -0.25}
 
 _WORD = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*", re.UNICODE)
 _STOP = frozenset(
@@ -146,14 +148,18 @@ def sentence_features(
     q_low = [w.lower() for w in q_words]
     q_bigrams = {b for b in zip(q_low, q_low[1:], strict=False) if not (b[0] in _STOP and b[1] in _STOP)}
     out: list[dict[str, Any]] = []
+    total2 = sum(v * v for v in q_weight.values())
+    max_w = max(q_weight.values(), default=0.0)
     for ci, (chunk, score) in enumerate(chunks):
         text = chunk.text
+        c_set = {w.lower() for w in _words(text)}
+        chunk_cov2 = sum(v * v for w, v in q_weight.items() if w in c_set) / total2 if total2 else 0.0
+        chunk_miss = max((v for w, v in q_weight.items() if w not in c_set), default=0.0) / max_w if max_w else 0.0
         for pos, (st, en) in enumerate(split_sentences(text)):
             s = text[st:en]
             s_set = {w.lower() for w in _words(s)}
             total = sum(q_weight.values())
             cov = sum(v for w, v in q_weight.items() if w in s_set) / total if total else 0.0
-            total2 = sum(v * v for v in q_weight.values())
             cov2 = sum(v * v for w, v in q_weight.items() if w in s_set) / total2 if total2 else 0.0
             s_low = [w.lower() for w in _words(s)]
             s_bigrams = set(zip(s_low, s_low[1:], strict=False))
@@ -173,6 +179,8 @@ def sentence_features(
                 "bigram": bigram,
                 "type_match": _type_match(kind, s, q_set),
                 "long": float(n_words > 32),
+                "chunk_cov2": chunk_cov2,
+                "chunk_miss": chunk_miss,
             }
             if with_text:
                 row["text"] = s

@@ -174,11 +174,12 @@ class NestConfig(BaseModel):
         "answer's first sentence is unsupported (its text is then held back until it is judged).",
     )
     abstain_threshold: float = Field(
-        0.58,
+        0.40,
         ge=-1.0,
         le=2.0,
-        description="Least support score (MiniLM cosine + 0.25 x IDF²-weighted share of the question's words, "
-        "answer_selection.SUPPORT_WEIGHTS) of the best sentence of the retrieved chunks for NEST to answer.",
+        description="Least support score (MiniLM cosine of question and sentence + 0.25 x cosine of question and "
+        "chunk - 0.25 x the rarest question word the chunk lacks, answer_selection.SUPPORT_WEIGHTS) of the best "
+        "sentence of the retrieved chunks for NEST to answer.",
     )
     abstain_message: str = Field(
         "I could not find the answer in the documents.", min_length=1, description="The abstention answer."

@@ -229,6 +229,60 @@ class NestEngine:
         assert result is not None
         return result
 
+    def generate_many(
+        self,
+        prompts: Sequence[str | Sequence[Message]],
+        *,
+        max_concurrency: int = 8,
+        raw: bool = False,
+        cancel: threading.Event | None = None,
+        **overrides: Any,
+    ) -> list[NestResult]:
+        """Answer several prompts at once, their decoding steps sharing forward passes (continuous batching).
+
+        Up to ``max_concurrency`` requests decode at a time, each in its own thread; a request that finishes
+        makes room for the next prompt at once (no request waits for the slowest of a static batch). Each
+        result is what :meth:`generate` returns for its prompt alone, up to float rounding of the batched
+        kernels at near-ties of the mixture's argmax. Results come back in the order of ``prompts``.
+
+        Args:
+            prompts: questions or chat-message lists.
+            max_concurrency: most requests decoding at the same time (the batch size of a shared step).
+            raw, overrides: as in :meth:`stream`, for every prompt.
+            cancel: stops every request still running (:class:`RequestCancelledError` is raised).
+
+        Raises:
+            ConfigError: ``max_concurrency`` is below 1.
+            RequestCancelledError: ``cancel`` was set before every answer was complete.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        if isinstance(prompts, str):
+            raise ConfigError("generate_many takes a list of prompts; for one prompt call generate()")
+        if int(max_concurrency) < 1:
+            raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+        if overrides:
+            self.config.replace(**overrides)  # a bad override fails here, before any thread starts
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        stop = cancel if cancel is not None else threading.Event()
+
+        def one(p: str | Sequence[Message]) -> NestResult:
+            result = None
+            for delta in self.stream(p, raw=raw, cancel=stop, batching=True, **overrides):
+                result = delta.result or result
+            assert result is not None
+            return result
+
+        with ThreadPoolExecutor(max_workers=min(int(max_concurrency), len(prompts))) as pool:
+            futures = [pool.submit(one, p) for p in prompts]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                stop.set()  # one failed (or we were interrupted): the others stop at their next step
+                raise
+
     def stream(
         self,
         prompt: str | Sequence[Message],
@@ -237,6 +291,7 @@ class NestEngine:
         raw: bool = False,
         exclude_doc_ids: Collection[str] = (),
         cancel: threading.Event | None = None,
+        batching: bool | None = None,
         **overrides: Any,
     ) -> Iterator[NestDelta]:
         """Stream the answer as :class:`NestDelta` pieces; the last one carries the :class:`NestResult`.
@@ -253,13 +308,16 @@ class NestEngine:
             exclude_doc_ids: documents the passage stage must not return for this call.
             cancel: an event that stops the request when set, from any thread: decoding ends within one
                 step (one forward pass) and the stream raises :class:`RequestCancelledError`.
+            batching: share forward passes with the other requests decoding at the same time (continuous
+                batching, :mod:`nest_integrations.decoding.batching`); None = the engine's ``batching``.
             overrides: :class:`NestConfig` fields for this call only (e.g. ``max_new_tokens=64``).
 
         Raises:
             RequestCancelledError: ``cancel`` was set before the answer was complete.
         """
-        steps = self._stream(prompt, retrieval_query, raw, exclude_doc_ids, cancel, overrides)
-        batcher = forward_batcher(self.lm.model) if self.batching else None
+        batched = self.batching if batching is None else bool(batching)
+        steps = self._stream(prompt, retrieval_query, raw, exclude_doc_ids, cancel, overrides, batched)
+        batcher = forward_batcher(self.lm.model) if batched else None
         try:
             while True:
                 if not self._gate.acquire(cancel):
@@ -286,6 +344,7 @@ class NestEngine:
         exclude_doc_ids: Collection[str],
         cancel: threading.Event | None,
         overrides: dict[str, Any],
+        batching: bool = False,
     ) -> Iterator[NestDelta]:
         """The work of :meth:`stream`, resumed with the model gate held.
 
@@ -324,7 +383,7 @@ class NestEngine:
                 return
         store = None
         req_chunks: list[Chunk] = []
-        decoder = NestDecoder(self.lm, cfg, forward_batcher(self.lm.model) if self.batching else None)
+        decoder = NestDecoder(self.lm, cfg, forward_batcher(self.lm.model) if batching else None)
         prefill = None
         if cfg.uses_token_store:
             t0 = time.perf_counter()
@@ -502,8 +561,9 @@ class NestEngine:
     def relevance(self, query: str, chunk_indices: Sequence[int]) -> float:
         """Support score of ``query`` over the given chunks: the abstention criterion.
 
-        The best :data:`~nest_integrations.answer_selection.SUPPORT_WEIGHTS` score (MiniLM cosine plus
-        IDF²-weighted coverage of the question's words) of any sentence of the chunks; a question scoring
+        The best :data:`~nest_integrations.answer_selection.SUPPORT_WEIGHTS` score (MiniLM cosine of question
+        and sentence and of question and chunk, less the IDF of the rarest question word the chunk lacks) of
+        any sentence of the chunks; a question scoring
         below ``abstain_threshold`` is answered with ``abstain_message``.
         """
         return self.best_sentence(query, chunk_indices)[0]

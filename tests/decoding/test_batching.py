@@ -122,3 +122,59 @@ def test_cancel_while_batched(tiny_lm):
     for t in ts:
         t.join(120)
     assert errors and res["r"].token_ids == ref.token_ids
+
+
+def test_generate_many_equals_generate_in_order(tiny_lm):
+    """generate_many answers every prompt as generate does alone, in the prompts' order, sharing forwards
+    even on an engine built without batching, with fewer threads than prompts (requests admitted as others
+    finish)."""
+    cfg = NestConfig(method="nest", abstain="off", max_new_tokens=16, answer_draft="none")
+    engine = NestEngine.from_documents(load_demo_documents(), tiny_lm, cfg)
+    single = [engine.generate(q) for q in QUESTIONS]
+    fb = forward_batcher(tiny_lm.model)
+    before = fb.stats.jobs
+    many = engine.generate_many(QUESTIONS, max_concurrency=3)
+    assert fb.stats.jobs > before, "generate_many shares forward passes"
+    assert fb.stats.max_batch <= 16
+    assert [r.token_ids for r in many] == [r.token_ids for r in single]
+    assert [[s.to_dict() for s in r.spans] for r in many] == [[s.to_dict() for s in r.spans] for r in single]
+    assert not engine.batching, "the engine's own setting is untouched"
+    assert engine.generate_many([]) == []
+
+
+def test_generate_many_bad_input(tiny_lm):
+    from nest_integrations.errors import ConfigError
+
+    engine = NestEngine.from_documents(load_demo_documents(), tiny_lm, NestConfig(method="nest", abstain="off"))
+    with pytest.raises(ConfigError, match="max_concurrency"):
+        engine.generate_many(QUESTIONS, max_concurrency=0)
+    with pytest.raises(ConfigError, match="list of prompts"):
+        engine.generate_many("Who was Marie Curie?")
+    with pytest.raises(ConfigError):
+        engine.generate_many(QUESTIONS, max_new_tokens=-3)
+
+
+def test_generate_many_cancel(tiny_lm):
+    """Setting ``cancel`` while the requests decode stops all of them: generate_many raises."""
+    from nest_integrations.errors import RequestCancelledError
+
+    engine = NestEngine.from_documents(
+        load_demo_documents(), tiny_lm, NestConfig(method="nest", abstain="off", max_new_tokens=200, answer_draft="none")
+    )
+    fb = forward_batcher(tiny_lm.model)
+    before = fb.stats.batches
+    stop = threading.Event()
+
+    def cancel_once_batching() -> None:  # set cancel once shared forwards have started, i.e. mid-decoding
+        for _ in range(6000):
+            if fb.stats.batches > before + 2:
+                break
+            threading.Event().wait(0.005)
+        stop.set()
+
+    watcher = threading.Thread(target=cancel_once_batching)
+    watcher.start()
+    with pytest.raises(RequestCancelledError):
+        engine.generate_many(QUESTIONS * 2, max_concurrency=4, cancel=stop)
+    watcher.join()
+    assert fb.stats.batches > before + 2

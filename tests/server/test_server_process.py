@@ -300,3 +300,59 @@ def test_eight_concurrent_requests_return_their_single_request_output(server):
     assert after["nest_batch_size_max"] >= 2
     diverged = [q for q, a, b in zip(questions, alone, together, strict=True) if a != b]
     assert not diverged, f"{len(diverged)} of 8 differ from their single-request output: {diverged}"
+
+
+def test_sigterm_lets_requests_in_flight_finish(default_lm, tmp_path):
+    """SIGTERM stops taking connections, lets the requests in flight (one streamed, one not) finish whole within
+    the graceful-shutdown period, then exits."""
+    doc = next(d for d in load_demo_documents() if "Warsaw" in d.text)
+    (tmp_path / "warsaw.txt").write_text(doc.text, encoding="utf-8")
+    try:
+        proc, url, log = start_server(["--docs", str(tmp_path), "--dtype", "float32", "--max-new-tokens", "48"])
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    body = {"prompt": "The history of the city of Warsaw begins", "max_tokens": 40}
+    out: dict = {}
+
+    def plain() -> None:
+        out["plain"] = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+
+    def streamed() -> None:
+        lines = []
+        with httpx.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}, timeout=120) as r:
+            out["stream_status"] = r.status_code
+            lines = [ln for ln in r.iter_lines() if ln.startswith("data:")]
+        out["stream"] = lines
+
+    import threading
+
+    threads = [threading.Thread(target=plain), threading.Thread(target=streamed)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.time() + 60
+        while time.time() < deadline:  # both requests admitted and decoding
+            m = dict(re.findall(r"^(nest_\w+) (\S+)$", httpx.get(f"{url}/metrics").text, flags=re.M))
+            if float(m.get("nest_requests_active", 0)) >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the two requests never ran at the same time")
+        proc.terminate()
+        for t in threads:
+            t.join(120)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code in (0, -15), "".join(log[-20:])
+    r = out["plain"]
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] in ("stop", "length") and choice["text"]
+    assert out["stream_status"] == 200
+    assert out["stream"][-1] == "data: [DONE]", out["stream"][-3:]
+    finals = [json.loads(ln[5:]) for ln in out["stream"][:-1]]
+    assert any(c.get("finish_reason") for f in finals for c in f.get("choices", [])), "the stream ended whole"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=5)
