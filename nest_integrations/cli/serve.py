@@ -42,6 +42,13 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--timeout", type=float, default=300.0, help="seconds a request may run before it is cancelled (default: 300)"
     )
+    p.add_argument(
+        "--graceful-shutdown",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGINT / SIGTERM, seconds the requests in flight get to finish before they are cut (default: 10)",
+    )
     g.add_argument(
         "--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info", help="uvicorn log level"
     )
@@ -73,6 +80,7 @@ def run_serve(args: argparse.Namespace) -> int:
         default_max_tokens=min(256, args.max_tokens_limit),
         max_body_bytes=args.max_body_bytes,
         request_timeout_s=args.timeout,
+        graceful_shutdown_s=args.graceful_shutdown,
     )
     config = build_config(args)
     engine, documents = make_engine(args, config)

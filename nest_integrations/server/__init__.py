@@ -13,6 +13,7 @@ where the citations are.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from nest_integrations.server.service import NestService, QueueFullError, ServerSettings
@@ -36,12 +37,15 @@ def serve(
     port: int = 8000,
     titles: dict[str, str] | None = None,
     log_level: str = "info",
-    graceful_shutdown_s: float = 10.0,
+    graceful_shutdown_s: float | None = None,
 ) -> None:
     """Serve ``engine`` until interrupted (SIGINT / SIGTERM: in-flight requests get ``graceful_shutdown_s`` to
-    finish, then they are cancelled). Binds 127.0.0.1 unless ``host`` says otherwise."""
+    finish, default ``settings.graceful_shutdown_s``, then they are cancelled). Binds 127.0.0.1 unless ``host`` says otherwise."""
     import uvicorn
 
+    settings = settings or ServerSettings()
+    if graceful_shutdown_s is not None:
+        settings = dataclasses.replace(settings, graceful_shutdown_s=graceful_shutdown_s)
     app = create_app(NestService(engine, documents, settings, titles))
     uvicorn.run(
         app,
@@ -49,5 +53,6 @@ def serve(
         port=port,
         log_level=log_level,
         access_log=True,
-        timeout_graceful_shutdown=graceful_shutdown_s,
+        # uvicorn's own wait a little longer than the streams' grace, so a stream ends before uvicorn cuts it
+        timeout_graceful_shutdown=settings.graceful_shutdown_s + 2.0,
     )

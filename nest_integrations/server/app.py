@@ -310,7 +310,12 @@ def create_app(service: NestService) -> FastAPI:
             return _error_response(e)
 
     def sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
-        return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return EventSourceResponse(
+            events,
+            ping=15,
+            # a shutdown lets a stream in flight finish (sse-starlette cuts it at once by default)
+            shutdown_grace_period=settings.graceful_shutdown_s,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     def html_of(result: NestResult, req: NormalizedRequest) -> str:
         from nest_integrations.html import render_fragment

@@ -43,6 +43,8 @@ class ServerSettings:
         context_min_chars: from this length a system / user message is context to copy from.
         batching: continuous batching — concurrent requests share forward passes
             (:mod:`nest_integrations.decoding.batching`).
+        graceful_shutdown_s: on SIGINT / SIGTERM, how long the requests in flight (streams included) get to
+            finish before they are cut.
     """
 
     model_name: str = "nest"
@@ -55,6 +57,7 @@ class ServerSettings:
     request_timeout_s: float = 300.0
     context_min_chars: int = DEFAULT_MIN_CONTEXT_CHARS
     batching: bool = True
+    graceful_shutdown_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("max_active", "max_tokens_limit", "default_max_tokens", "max_body_bytes", "context_min_chars"):
@@ -64,6 +67,8 @@ class ServerSettings:
             raise ConfigError(f"max_queue must be >= 0 (got {self.max_queue})")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ConfigError("default_max_tokens must not exceed max_tokens_limit")
+        if self.graceful_shutdown_s < 0:
+            raise ConfigError("graceful_shutdown_s must be >= 0")
         if self.request_timeout_s <= 0:
             raise ConfigError("request_timeout_s must be positive")
 

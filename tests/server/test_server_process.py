@@ -308,10 +308,11 @@ def test_sigterm_lets_requests_in_flight_finish(default_lm, tmp_path):
     doc = next(d for d in load_demo_documents() if "Warsaw" in d.text)
     (tmp_path / "warsaw.txt").write_text(doc.text, encoding="utf-8")
     try:
-        proc, url, log = start_server(["--docs", str(tmp_path), "--dtype", "float32", "--max-new-tokens", "48"])
+        proc, url, log = start_server(["--docs", str(tmp_path), "--dtype", "float32", "--max-new-tokens", "48",
+                                       "--graceful-shutdown", "240"])
     except RuntimeError as e:
         pytest.fail(str(e))
-    body = {"prompt": "The history of the city of Warsaw begins", "max_tokens": 40}
+    body = {"prompt": "The history of the city of Warsaw begins", "max_tokens": 24}
     out: dict = {}
 
     def plain() -> None:
