@@ -66,7 +66,7 @@ def test_a_saved_config_with_a_removed_field_still_loads(tmp_path):
     assert "encode_on_the_fly" not in NestConfig.model_fields and "encode_on_the_fly" in REMOVED_FIELDS
     assert "encode_on_the_fly" not in loaded.model_dump()
     # a report shipped with the repository (written before the field was removed) loads
-    report = Path(__file__).resolve().parents[1] / "docs" / "results" / "issue11" / "sample.json"
+    report = Path(__file__).resolve().parents[1] / "docs" / "results" / "issue11" / "nq-dev200-subset100.json"
     config = json.loads(report.read_text(encoding="utf-8"))["config"]
     assert "encode_on_the_fly" in config and NestConfig(**config).method == config["method"]
     with pytest.raises(ConfigError, match="bogus"):  # other unknown fields are still refused
