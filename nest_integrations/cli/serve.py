@@ -42,7 +42,7 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--timeout", type=float, default=300.0, help="seconds a request may run before it is cancelled (default: 300)"
     )
-    p.add_argument(
+    g.add_argument(
         "--graceful-shutdown",
         type=float,
         default=10.0,
