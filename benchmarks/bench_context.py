@@ -239,6 +239,11 @@ def summarize(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             d["rouge1_vs_greedy"] = statistics.mean(rouge1_f(r[n]["text"], r["greedy"]["text"]) for r in rows)
         if rows[0].get("answers") is not None:
             d["strict_recall"] = statistics.mean(answer_recall_strict(r[n]["text"], r["answers"]) for r in rows)
+            d["strict_recall_by_set"] = {
+                s: statistics.mean(answer_recall_strict(r[n]["text"], r["answers"]) for r in rows if r["set"] == s)
+                for s in sorted({r["set"] for r in rows})
+            }
+        d["s_per_token"] = tot / max(toks, 1)
         out[n] = d
     return out
 

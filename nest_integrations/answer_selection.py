@@ -33,7 +33,16 @@ from typing import Any
 
 from nest_integrations.sentences import split_sentences
 
-__all__ = ["DEFAULT_WEIGHTS", "SUPPORT_WEIGHTS", "RankedSentence", "SentenceRanker", "idf_table", "sentence_features"]
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "SUPPORT_WEIGHTS",
+    "TEXT_TASK_VERBS",
+    "RankedSentence",
+    "SentenceRanker",
+    "idf_table",
+    "is_text_task",
+    "sentence_features",
+]
 
 #: Weights of the shipped answer chooser (see the module docstring for the features): the best mean strict
 #: recall of the chosen sentence over squad-dev200 and nq-dev200 in ``benchmarks/answer_sentence_study.py fit``.
@@ -55,6 +64,24 @@ _MONTHS = frozenset("january february march april may june july august september
 _NUMBER_WORDS = frozenset(
     "one two three four five six seven eight nine ten eleven twelve hundred thousand million billion dozen".split()
 )
+
+
+# imperative verbs of requests that transform the given text instead of asking a question of it
+TEXT_TASK_VERBS = frozenset(
+    "summarize summarise rewrite paraphrase translate shorten condense simplify rephrase proofread".split()
+)
+
+
+def is_text_task(request: str) -> bool:
+    """Whether ``request`` asks to transform the given text ("Summarize this article.", "Rewrite ...") rather
+    than to answer a question from it.
+
+    Abstention, the best-sentence answer proposer and the answer's sentence limit judge how well the
+    documents answer a question; a text task has no question to answer, so the engine turns them off for it
+    (the output is still copied from the documents, with citations). Only the first word counts, compared
+    with :data:`TEXT_TASK_VERBS` (so "What does the article summarize?" is a question)."""
+    words = _words(request.strip().lower()[:64])
+    return bool(words) and words[0] in TEXT_TASK_VERBS
 
 
 def _words(text: str) -> list[str]:

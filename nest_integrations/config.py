@@ -107,6 +107,21 @@ class NestConfig(BaseModel):
         "acceptance (drafts cannot change its output; measured in benchmarks/bench_context.py) and not at all "
         "with relaxed acceptance (kNN anchors only: the relaxed defaults were chosen on both dev sets without it).",
     )
+    history_drafts: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Drafts from the text itself where no chunk n-gram matches: the response's last tokens "
+        "matched earlier in the prompt and the response so far (transformers' prompt lookup; "
+        "decoding.proposer.HistoryProposer). Such drafts carry no citation; they only save forward passes when "
+        "the model repeats its instructions, the question or its own words. auto = on with lossless acceptance "
+        "(drafts cannot change its output), off with relaxed acceptance (which would accept repetitions).",
+    )
+    lm_ends_answer: bool = Field(
+        True,
+        description="End the answer where the LM alone would: when the LM's own most likely next token is EOS, "
+        "EOS is chosen (and no draft token is accepted past it), whatever the mixture says. The kNN "
+        "distribution puts no mass on EOS (corpus tokens are never EOS), so without this rule the mixture "
+        "postpones the end and answers run on to max_new_tokens. Lossless acceptance ends there anyway.",
+    )
     mask_copied: Literal["span", "first", "none"] = Field(
         "span", description="No re-copying: mask every copied entry (paper), only a step's first, or none."
     )

@@ -100,6 +100,7 @@ class GenerationStats:
     span_lengths: list[int] = field(default_factory=list)
     tokens_drafted: int = 0
     tokens_accepted: int = 0
+    history_drafts: int = 0  # drafts taken from the text itself (NestConfig.history_drafts; no citation)
     retrieval_s: float = 0.0
     keys_s: float = 0.0
     prefill_s: float = 0.0

@@ -12,6 +12,7 @@ from nest_integrations.answer_selection import (
     SUPPORT_WEIGHTS,
     SentenceRanker,
     idf_table,
+    is_text_task,
     sentence_features,
 )
 from nest_integrations.sentences import split_sentences
@@ -100,3 +101,19 @@ def test_precomputed_embeddings_give_the_same_ranking() -> None:
 def test_no_sentences_no_candidates() -> None:
     ranked, support = SentenceRanker(_BagEncoder()).rank("Who?", [(_Chunk("   "), 0.1)])
     assert ranked == [] and support == -1.0
+
+
+@pytest.mark.parametrize(
+    "request_text, task",
+    [
+        ("Summarize this article.", True),
+        ("summarise the text above", True),
+        ("Rewrite: the report in plain words", True),
+        ("What does the article summarize?", False),
+        ("who wrote the song diamonds and rust", False),
+        ("Tell me a bio of Ada Lovelace.", False),
+        ("", False),
+    ],
+)
+def test_text_tasks_are_told_from_questions(request_text: str, task: bool) -> None:
+    assert is_text_task(request_text) is task

@@ -82,3 +82,29 @@ def test_spans_map_to_documents_and_verified_file_offsets(tmp_path: Path) -> Non
     # a start_index the file does not confirm gives no file offsets (never a wrong one)
     wrong = map_to_documents([_span(cited, start)], _msgs(), [docs[0], (DOC_B, {**docs[1][1], "start_index": 3})])
     assert wrong[0].source_start is None and wrong[0].start == 0
+
+
+def test_a_summary_request_is_copied_and_cited_without_abstention_or_sentence_limit(default_lm) -> None:
+    # "Summarize this article." is a text task (answer_selection.is_text_task): the question-answering
+    # policies (abstention on the question's words, the answer proposer, max_sentences=3) do not apply
+    from nest_integrations import NestConfig
+    from nest_integrations.context import generate_over_context
+
+    article = (
+        "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
+        "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. Locally "
+        "nicknamed La dame de fer, it was constructed as the centerpiece of the 1889 World's Fair. Although "
+        "initially criticised by some of France's leading artists and intellectuals for its design, it has since "
+        "become a global cultural icon of France and one of the most recognisable structures in the world. The "
+        "tower received 5,889,000 visitors in 2022. It is 330 metres tall, about the same height as an 81-storey "
+        "building, and the tallest structure in Paris."
+    )
+    msgs = [
+        {"role": "system", "content": "Write a concise summary of the following:\n\n" + article},
+        {"role": "user", "content": "Summarize this article."},
+    ]
+    res = generate_over_context(default_lm, msgs, NestConfig(max_new_tokens=96))
+    assert not res.abstained
+    assert res.finish_reason != "sentence"
+    head = len("Write a concise summary of the following:\n\n")
+    assert res.spans and all(article[s.doc_start - head :].startswith(s.text) for s in res.spans)

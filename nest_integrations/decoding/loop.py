@@ -14,7 +14,7 @@ from nest_integrations.config import NestConfig
 from nest_integrations.decoding.acceptor import RelaxedAcceptor, make_acceptor
 from nest_integrations.decoding.cache import cache_kwarg, check_croppable, check_rollback, crop_cache, new_cache
 from nest_integrations.decoding.knn import knn_distribution, mixture, rrc_lambda, search
-from nest_integrations.decoding.proposer import NgramProposer, SpanProposer
+from nest_integrations.decoding.proposer import HISTORY, HistoryProposer, NgramProposer, SpanProposer
 from nest_integrations.decoding.span_rules import SpanRules
 from nest_integrations.key_layer import tap_for
 from nest_integrations.models import LoadedModel
@@ -65,6 +65,7 @@ class DecodeStats:
     drafts: int = 0
     knn_searches: int = 0
     ngram_anchors: int = 0
+    history_drafts: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0
     knn_s: float = 0.0
@@ -92,6 +93,7 @@ class NestDecoder:
         self.cache = None
         self.rules: SpanRules | None = None
         self.ngram: NgramProposer | None = None
+        self.history: HistoryProposer | None = None
         self._ngram_gate: str | None = None
         self._tokens: list[int] = []
         self._vocab = int(lm.model.config.vocab_size)
@@ -100,6 +102,8 @@ class NestDecoder:
         self._cache_kw = cache_kwarg(lm.model)
         self._tap = tap_for(lm.model, config.key_layer)
         self.batcher = batcher
+        self._eos = frozenset(lm.eos_token_ids)
+        self._lm_ends = config.lm_ends_answer
 
     # ---- model calls ---------------------------------------------------------------------
     def _forward(
@@ -165,8 +169,9 @@ class NestDecoder:
 
         Lossless mode ignores ``forbid``: its output must equal greedy decoding token for token.
         """
-        if self.cfg.acceptance == "lossless":
-            return int(torch.argmax(logits))
+        top = int(torch.argmax(logits))
+        if self.cfg.acceptance == "lossless" or (self._lm_ends and top in self._eos):
+            return top
         scores = p_m
         if forbid is not None:
             n = min(scores.shape[-1], forbid.shape[0])
@@ -261,6 +266,11 @@ class NestDecoder:
         self._ngram_gate = gate
         # the text so far as token ids (a prompt tail, so the first answer tokens can match too)
         self._tokens: list[int] = list(prompt_ids[-cfg.ngram_max :]) if cfg.ngram_max > 0 else []
+        history = cfg.history_drafts == "on" or (cfg.history_drafts == "auto" and cfg.acceptance == "lossless")
+        self.history = (
+            # down to one token, as transformers' prompt lookup does (a wrong draft costs only a longer forward)
+            HistoryProposer(list(prompt_ids), cfg.ngram_max, 1) if history and cfg.ngram_max > 0 else None
+        )
         self._out: list[Committed] = []
         self._run: list[int] = []  # chunk, first position, last position of the open copied run
         self._run_confirmed = False
@@ -287,6 +297,7 @@ class NestDecoder:
         t_dec = time.perf_counter()
         n_cached = len(prompt_ids)
         pending: list[Committed] = []
+        # (request chunk, position) or (HISTORY, position in the text itself) of the next draft
         cont: tuple[int, int] | None = first_draft if use_spans else None
         answer_start = cont is not None
         run_len = 0
@@ -315,7 +326,13 @@ class NestDecoder:
                 # one forward: the pending token + the continuation draft of the current copied run
                 draft_pos: list[int] = []
                 chunk = -1
-                if cont is not None and store is not None:
+                if cont is not None and cont[0] == HISTORY:
+                    assert self.history is not None
+                    chunk, pos = cont
+                    end = min(len(self.history.tokens), pos + self.proposer.draft_length, pos + remaining)
+                    draft_pos = list(range(pos, end))
+                    cont = None
+                elif cont is not None and store is not None:
                     chunk, pos = cont
                     draft_pos = self._cut_draft(
                         store, chunk, self.proposer.draft(store, chunk, pos, remaining), run_len, pos + remaining
@@ -323,7 +340,16 @@ class NestDecoder:
                     cont = None
                 if not pending and not draft_pos:
                     continue
-                draft = [int(store.chunk_tokens(chunk)[p]) for p in draft_pos] if draft_pos else []
+                cited = chunk != HISTORY
+                if not draft_pos:
+                    draft = []
+                elif cited:
+                    assert store is not None
+                    draft = [int(store.chunk_tokens(chunk)[p]) for p in draft_pos]
+                else:
+                    assert self.history is not None
+                    draft = [self.history.tokens[p] for p in draft_pos]
+                    stats.history_drafts += 1
                 n_p = len(pending)
                 logits, hidden = self._forward([c.token for c in pending] + draft, cache)
                 k = 0
@@ -339,7 +365,10 @@ class NestDecoder:
                     else:
                         pred_logits = torch.cat([cur_logits[None], logits[: len(draft) - 1]])
                         pred_h = torch.cat([cur_h[None], hidden[: len(draft) - 1]])
-                    p_m, _, _, _ = self._mix(store, pred_logits, pred_h)
+                    if cfg.acceptance == "lossless":
+                        p_m = pred_logits  # lossless acceptance and correction read only the LM's logits
+                    else:
+                        p_m, _, _, _ = self._mix(store, pred_logits, pred_h)
                     acceptor = self.acceptor
                     if answer_start and cfg.acceptance != "lossless" and cfg.answer_gamma is not None:
                         acceptor = RelaxedAcceptor(cfg.answer_gamma)
@@ -349,14 +378,18 @@ class NestDecoder:
                     if answer_start and cfg.acceptance != "lossless":
                         k = max(k, 1)  # the answer proposer's sentence starts the answer; the LM verifies the rest
                     answer_start = False
-                    if rules is not None:
+                    if rules is not None and cited:
                         k = rules.cut_accepted(chunk, draft_pos, k)
+                    if self._lm_ends and cfg.acceptance != "lossless" and k:
+                        # the answer ends where the LM would end it: no draft token is accepted past the LM's EOS
+                        top = pred_logits[:k].argmax(dim=-1).tolist()
+                        k = next((i for i, t in enumerate(top) if t in self._eos), k)
                     stats.tokens_accepted += k
                 kept = n_p + k
                 # drop the rejected draft tokens (a crop of nothing still trims sliding-window layers)
                 crop_cache(cache, n_cached + kept)
                 n_cached += kept
-                commits = [Committed(draft[i], (chunk, draft_pos[i])) for i in range(k)]
+                commits = [Committed(draft[i], (chunk, draft_pos[i]) if cited else None) for i in range(k)]
                 self._mask(commits, store)
                 for c in commits:
                     self._push(c)
@@ -381,9 +414,13 @@ class NestDecoder:
                         # the correction's own n-gram may continue a chunk: its draft rides in the forward
                         # pass that feeds the correction (prompt lookup's shape: no pass for it alone)
                         cont = self._ngram_after(store)
+                    if cont is None:
+                        cont = self._history_after()
                 else:
                     cur_logits, cur_h = logits[-1], hidden[-1]
-                    if draft:
+                    if draft and not cited:
+                        cont = self._history_after()  # where the text's new last tokens occurred before
+                    elif draft:
                         cont, lm_only = self._after_copy(store, chunk, draft_pos[-1], run_len)
                         if cont is None:
                             self._end_run()
@@ -406,6 +443,8 @@ class NestDecoder:
         run has ``min_citation_words`` whole words and ends on a word boundary (then they pass as copies),
         or until the run ends short (then they pass as generated text, their store entries unmasked)."""
         self._tokens.append(c.token)
+        if self.history is not None:
+            self.history.append(c.token)
         rules = self.rules
         if rules is None:
             self._out.append(c)
@@ -446,13 +485,25 @@ class NestDecoder:
         """Token or span at the current position: returns (commit, continuation, lm_only)."""
         cfg = self.cfg
         rules = self.rules
+        if cfg.acceptance == "lossless":
+            # the LM's own token; exact matches (a chunk's, then the text's own) need no kNN search
+            w = int(torch.argmax(cur_logits))
+            if use_spans and not lm_only and self._ngram_always:
+                anchor = self._ngram_anchor(store, w)
+                if anchor is not None:
+                    self.stats.ngram_anchors += 1
+                    cont, lm_only = self._after_copy(store, anchor[0], anchor[1], 1)
+                    return Committed(w, anchor), cont, lm_only
+            cont = self._history_after(w)
+            if cont is not None:
+                return Committed(w, None), cont, False
         p_m, lam, entries, p_lm = self._mix(store, cur_logits[None], cur_h[None], lm_only)
         forbid = rules.glue_mask() if rules is not None else None
         w = self._choose(p_m[0], cur_logits, forbid)
         if not use_spans or lm_only or entries is None or entries.shape[1] == 0:
-            return Committed(w, None), None, False
+            return Committed(w, None), self._history_after(w), False
         in_span = float(lam[0]) < cfg.delta
-        if self.ngram is not None and (in_span or self._ngram_always):
+        if self.ngram is not None and cfg.acceptance != "lossless" and (in_span or self._ngram_always):
             anchor = self._ngram_anchor(store, w)
             if anchor is not None:
                 self.stats.ngram_anchors += 1
@@ -506,6 +557,14 @@ class NestDecoder:
             return self._free(store, chunk, pos) and (rules is None or rules.can_start(chunk, pos, w))
 
         return self.ngram.match(self._tokens + [w], ok)
+
+    def _history_after(self, w: int | None = None) -> tuple[int, int] | None:
+        """A draft from the text itself (no citation): (HISTORY, position) after the latest earlier
+        occurrence of the text's last n-gram (plus ``w``, chosen but not committed yet), or None."""
+        if self.history is None:
+            return None
+        p = self.history.match(extra=w)
+        return None if p is None else (HISTORY, p)
 
     def _ngram_after(self, store: RequestStore) -> tuple[int, int] | None:
         """A copy right after the last committed token, where its n-gram occurs: (chunk, next position)."""

@@ -6,7 +6,10 @@ import torch
 
 from nest_integrations.store.token_store import RequestStore
 
-__all__ = ["NgramProposer", "SpanProposer"]
+__all__ = ["HISTORY", "HistoryProposer", "NgramProposer", "SpanProposer"]
+
+#: the "chunk" of a draft taken from the text itself (:class:`HistoryProposer`): it carries no citation
+HISTORY = -2
 
 
 class SpanProposer:
@@ -92,4 +95,57 @@ class NgramProposer:
             for chunk, pos in hits:
                 if accept is None or accept(chunk, pos):
                     return chunk, pos
+        return None
+
+
+class HistoryProposer:
+    """Exact n-gram matches of the text's last tokens earlier in the text itself — the prompt and the response
+    so far, transformers' prompt lookup (Saxena, 2023) — for drafts that carry no citation.
+
+    The decoding loop asks it where no chunk n-gram matches: the model often repeats its instructions, the
+    question or its own words, which are no source to cite but verify like any draft. Matches are the most
+    recent occurrence, longest n first; the draft is what followed that occurrence.
+
+    Args:
+        tokens: the prompt's token ids; the loop :meth:`append` s every committed token.
+        max_n: longest n-gram matched.
+        min_n: shortest n-gram that counts as a match.
+    """
+
+    def __init__(self, tokens: list[int], max_n: int = 3, min_n: int = 2) -> None:
+        if not 1 <= min_n <= max_n:
+            raise ValueError(f"need 1 <= min_n <= max_n (got {min_n}, {max_n})")
+        self.max_n = max_n
+        self.min_n = min_n
+        self.tokens: list[int] = []
+        # n-gram -> positions of its last token, in text order
+        self._index: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(max_n + 1)]
+        for t in tokens:
+            self.append(int(t))
+
+    def append(self, token: int) -> None:
+        """Add the next token of the text (indexes the n-grams it ends)."""
+        self.tokens.append(token)
+        q = len(self.tokens) - 1
+        for n in range(self.min_n, min(self.max_n, q + 1) + 1):
+            self._index[n].setdefault(tuple(self.tokens[q - n + 1 : q + 1]), []).append(q)
+
+    def match(self, extra: int | None = None) -> int | None:
+        """Position of the token after the latest earlier occurrence of the text's last n-gram, or None.
+
+        The text is :attr:`tokens` plus ``extra`` (a token chosen but not appended yet), when given. The
+        returned position ``p`` satisfies ``p < len(tokens)`` when ``extra`` is None and ``p <= len(tokens)``
+        otherwise (``p == len(tokens)`` is ``extra`` itself, whose place the draft starts from).
+        """
+        toks = self.tokens
+        size = len(toks) + (extra is not None)
+        last = size - 1
+        for n in range(min(self.max_n, size - 1), self.min_n - 1, -1):
+            key = tuple(toks[len(toks) - n + 1 :]) + (extra,) if extra is not None else tuple(toks[-n:])
+            hits = self._index[n].get(key)
+            if not hits:
+                continue
+            for q in reversed(hits):
+                if q < last:  # not the suffix itself
+                    return q + 1
         return None

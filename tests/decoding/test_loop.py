@@ -167,3 +167,37 @@ def test_stop_strings_and_max_new_tokens(tiny_lm):
     res2 = eng.generate("alpha beta?", stop=[stop])
     assert res2.finish_reason == "stop"
     assert stop not in res2.text and res.text.startswith(res2.text)
+
+
+def test_lossless_history_drafts_copy_the_prompt_without_citing_it_and_equal_greedy(default_lm, squad):
+    # the model repeats a sentence of the question (not in any chunk): prompt lookup's drafts from the text
+    # itself verify in one pass each, change nothing (float32 greedy), and are never cited
+    q = "Repeat this sentence exactly: The old lighthouse keeper painted every window of the tower bright blue."
+    runs = {}
+    for mode in ("on", "off"):
+        eng = _engine(default_lm, squad, acceptance="lossless", history_drafts=mode)
+        runs[mode] = eng.generate(q)
+        assert runs[mode].token_ids == _greedy(default_lm, q, 40)
+    on, off = runs["on"].stats, runs["off"].stats
+    assert on.history_drafts > 0 and off.history_drafts == 0
+    assert on.forward_passes < off.forward_passes
+    assert "lighthouse keeper" in runs["on"].text
+    assert all("lighthouse" not in s.text for s in runs["on"].spans)
+
+
+def test_the_answer_ends_where_the_lm_would_end_it(tiny_lm) -> None:
+    # the kNN distribution has no mass on EOS: when the LM's own top token is EOS it is chosen over the
+    # mixture's top (lm_ends_answer), and never otherwise
+    eos = min(tiny_lm.eos_token_ids)
+    vocab = int(tiny_lm.model.config.vocab_size)
+    logits = torch.zeros(vocab)
+    logits[eos] = 5.0
+    p_m = torch.zeros(vocab)
+    p_m[7] = 0.9
+    p_m[eos] = 0.05
+    on = NestDecoder(tiny_lm, NestConfig())
+    off = NestDecoder(tiny_lm, NestConfig(lm_ends_answer=False))
+    assert on._choose(p_m, logits) == eos
+    assert off._choose(p_m, logits) == 7
+    logits[eos], logits[9] = 0.0, 5.0  # the LM does not end here: the mixture decides
+    assert on._choose(p_m, logits) == 7
