@@ -15,9 +15,10 @@ Systems, interleaved per prompt (the order rotates), one process, one dtype, eve
 token store of the context for every request): ``greedy`` (``model.generate``), ``prompt-lookup`` (``generate`` with
 ``prompt_lookup_num_tokens`` / ``max_matching_ngram_size``, tuned first on separate dev prompts with ``--tune``),
 ``nest-lossless`` (``NestConfig.lossless()``: the model's greedy output, copies verified), ``nest-lossless-knn``
-(the same without the n-gram proposer, ``ngram_max=0``) and ``nest`` (``NestConfig()``, the drop-in defaults).
+(the same without the n-gram proposer, ``ngram_max=0``), ``nest`` (``NestConfig()``, the drop-in defaults) and
+``nest-ngram`` (the defaults with n-gram copies placed at every step, ``ngram_gate="always"``).
 
-    python benchmarks/bench_context.py --tune --per-kind 30 --dtype float32 --out docs/results/context-cpu
+    python benchmarks/bench_context.py --tune --per-kind 30 --unseen 8 --dtype bfloat16 --out docs/results/context-cpu
 
 ``--tune`` first picks prompt lookup's (``prompt_lookup_num_tokens``, ``max_matching_ngram_size``) from a grid and
 lossless NEST's ``draft_length`` on ``--tune-per-kind`` dev prompts of each kind that the benchmark does not use.
@@ -43,7 +44,7 @@ from nest_integrations.prompts import render_prompt
 from nest_integrations.sentences import split_sentences
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SYSTEMS = ("greedy", "prompt-lookup", "nest-lossless", "nest-lossless-knn", "nest")
+SYSTEMS = ("greedy", "prompt-lookup", "nest-lossless", "nest-lossless-knn", "nest", "nest-ngram")
 PL_GRID = ((10, 2), (5, 2), (20, 2), (10, 3))  # (prompt_lookup_num_tokens, max_matching_ngram_size)
 
 LC_QA = "Answer the question using the context below.\n\n{context}"
@@ -189,6 +190,10 @@ def _systems(pl: tuple[int, int], max_new: int, draft: int) -> dict[str, Any]:
         "nest-lossless": lambda lm, m: run_nest(lm, m, lossless),
         "nest-lossless-knn": lambda lm, m: run_nest(lm, m, lossless.replace(ngram_max=0)),
         "nest": lambda lm, m: run_nest(lm, m, NestConfig(max_new_tokens=max_new)),
+        "nest-ngram": lambda lm, m: run_nest(lm, m, NestConfig(max_new_tokens=max_new, ngram_gate="always")),
+        # key mode: each context chunk encoded alone instead of keys from the prompt's prefill (not in SYSTEMS)
+        "nest-encode": lambda lm, m: run_nest(lm, m, NestConfig(max_new_tokens=max_new, context_keys="encode")),
+        "nest-lossless-encode": lambda lm, m: run_nest(lm, m, lossless.replace(context_keys="encode")),
     }
 
 

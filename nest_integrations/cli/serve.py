@@ -52,6 +52,12 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info", help="uvicorn log level"
     )
+    g.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="no access log (default: one JSON line per request on stderr: client, method, path, status, bytes, ms)",
+    )
     add_corpus_options(p)
     add_model_options(p)
     add_config_options(p)
@@ -92,7 +98,16 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         note(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it")
     note(f"{len(documents)} documents, {len(engine.chunks)} chunks; model {engine.lm.model_id}")
-    serve(engine, documents, settings, host=args.host, port=args.port, titles=titles, log_level=args.log_level)
+    serve(
+        engine,
+        documents,
+        settings,
+        host=args.host,
+        port=args.port,
+        titles=titles,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
     return 0
 
 

@@ -38,12 +38,24 @@ def serve(
     titles: dict[str, str] | None = None,
     log_level: str = "info",
     graceful_shutdown_s: float | None = None,
+    access_log: bool = True,
 ) -> None:
     """Serve ``engine`` until interrupted (SIGINT / SIGTERM: in-flight requests get ``graceful_shutdown_s`` to
-    finish, default ``settings.graceful_shutdown_s``, then they are cancelled). Binds 127.0.0.1 unless ``host`` says otherwise."""
+    finish, default ``settings.graceful_shutdown_s``, then they are cancelled). Binds 127.0.0.1 unless ``host`` says otherwise.
+    ``access_log``: one JSON line per request on stderr (:class:`~nest_integrations.server.app.AccessLog`)."""
+    import logging
+
     import uvicorn
 
     settings = settings or ServerSettings()
+    # one JSON line per request (server.app.AccessLog) on stderr, in place of uvicorn's access log
+    access = logging.getLogger("nest_integrations.server.access")
+    if access_log and not access.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s access %(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+    access.setLevel(logging.INFO if access_log and log_level in ("info", "debug") else logging.WARNING)
     if graceful_shutdown_s is not None:
         settings = dataclasses.replace(settings, graceful_shutdown_s=graceful_shutdown_s)
     app = create_app(NestService(engine, documents, settings, titles))
@@ -52,7 +64,7 @@ def serve(
         host=host,
         port=port,
         log_level=log_level,
-        access_log=True,
+        access_log=False,
         # uvicorn's own wait a little longer than the streams' grace, so a stream ends before uvicorn cuts it
         timeout_graceful_shutdown=settings.graceful_shutdown_s + 2.0,
     )

@@ -166,6 +166,55 @@ class ApiKey:
         await self.app(scope, receive, send)
 
 
+access_log = logging.getLogger("nest_integrations.server.access")
+
+
+class AccessLog:
+    """ASGI middleware: one JSON line per request on the ``nest_integrations.server.access`` logger, written when
+    the response has been sent (for a stream: when it ends), so ``ms`` is the whole request.
+
+    Fields: ``client`` (host:port), ``method``, ``path`` (no query string), ``status``, ``bytes`` (response body),
+    ``ms`` — never the body, the query string
+    or the ``Authorization`` header. Outermost, so refused requests (401, 413) are logged too.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        state: dict[str, Any] = {"status": None, "bytes": 0}
+
+        async def send_logged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                state["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_log.info(
+                    json.dumps(
+                        {
+                            "client": f"{client[0]}:{client[1]}" if client else None,
+                            "method": scope.get("method"),
+                            "path": scope.get("path"),
+                            "status": state["status"],  # None: the client left before a response started
+                            "bytes": state["bytes"],
+                            "ms": round((time.perf_counter() - t0) * 1000.0, 1),
+                        },
+                        separators=(",", ":"),
+                    )
+                )
+
+
 def create_app(service: NestService) -> FastAPI:
     """The FastAPI app serving ``service`` (see the module docstring for the endpoints)."""
     settings = service.settings
@@ -187,7 +236,8 @@ def create_app(service: NestService) -> FastAPI:
     )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
     if settings.api_key:
-        app.add_middleware(ApiKey, key=settings.api_key)  # type: ignore[arg-type]  # outermost: checked first
+        app.add_middleware(ApiKey, key=settings.api_key)  # type: ignore[arg-type]  # checked first
+    app.add_middleware(AccessLog)  # type: ignore[arg-type]  # outermost: every request is logged, refused ones too
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -285,3 +285,22 @@ def test_html_option_renders_the_answer(client):
 def test_page_is_served(client):
     page = client.get("/").text
     assert "<textarea" in page and "/v1/chat/completions" in page
+
+
+def test_access_log_has_one_json_line_per_request_without_secrets(engine, caplog):
+    import logging
+
+    with _client(engine, api_key="s3cret") as c, caplog.at_level(logging.INFO, logger="nest_integrations.server.access"):
+        payload = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert c.post("/v1/chat/completions?x=secret-query", json=payload).status_code == 401
+        ok = c.post("/v1/chat/completions", json=payload, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "nest_integrations.server.access"]
+    assert [(x["method"], x["path"], x["status"]) for x in lines] == [
+        ("POST", "/v1/chat/completions", 401),
+        ("POST", "/v1/chat/completions", 200),
+    ]
+    assert lines[1]["bytes"] == len(ok.content) and lines[1]["ms"] > 0
+    text = caplog.text
+    assert "s3cret" not in text and "secret-query" not in text
+    assert set(lines[0]) == {"client", "method", "path", "status", "bytes", "ms"}  # no body, no headers
