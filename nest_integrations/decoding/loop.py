@@ -485,30 +485,28 @@ class NestDecoder:
         """Token or span at the current position: returns (commit, continuation, lm_only)."""
         cfg = self.cfg
         rules = self.rules
+        history_missed = False  # the text's own n-gram was looked up for this w and found nothing
         if cfg.acceptance == "lossless":
             # the LM's own token; exact matches (a chunk's, then the text's own) need no kNN search
             w = int(torch.argmax(cur_logits))
             if use_spans and not lm_only and self._ngram_always:
-                anchor = self._ngram_anchor(store, w)
-                if anchor is not None:
-                    self.stats.ngram_anchors += 1
-                    cont, lm_only = self._after_copy(store, anchor[0], anchor[1], 1)
-                    return Committed(w, anchor), cont, lm_only
+                copied = self._copy_by_ngram(store, w)
+                if copied is not None:
+                    return copied
             cont = self._history_after(w)
             if cont is not None:
                 return Committed(w, None), cont, False
+            history_missed = True  # lossless w below is this same argmax
         p_m, lam, entries, p_lm = self._mix(store, cur_logits[None], cur_h[None], lm_only)
         forbid = rules.glue_mask() if rules is not None else None
         w = self._choose(p_m[0], cur_logits, forbid)
         if not use_spans or lm_only or entries is None or entries.shape[1] == 0:
-            return Committed(w, None), self._history_after(w), False
+            return Committed(w, None), None if history_missed else self._history_after(w), False
         in_span = float(lam[0]) < cfg.delta
         if self.ngram is not None and cfg.acceptance != "lossless" and (in_span or self._ngram_always):
-            anchor = self._ngram_anchor(store, w)
-            if anchor is not None:
-                self.stats.ngram_anchors += 1
-                cont, lm_only = self._after_copy(store, anchor[0], anchor[1], 1)
-                return Committed(w, anchor), cont, lm_only
+            copied = self._copy_by_ngram(store, w)
+            if copied is not None:
+                return copied
         if in_span:
             anchor = self.proposer.anchor(store, entries[0], w, p_lm[0])
             if anchor is not None and int(store.chunk_tokens(anchor[0])[anchor[1]]) != w:
@@ -547,6 +545,16 @@ class NestDecoder:
         if self.cfg.acceptance == "lossless" or self.cfg.mask_copied == "none" or pos < 1:
             return True
         return not bool(store.mask[store.entry_of(chunk, pos)])
+
+    def _copy_by_ngram(self, store: RequestStore, w: int):
+        """``w`` as the first token of a copy where the text's last tokens + ``w`` occur in a chunk:
+        (commit, continuation, lm_only) as :meth:`_decide` returns them, or None when nothing matches."""
+        anchor = self._ngram_anchor(store, w)
+        if anchor is None:
+            return None
+        self.stats.ngram_anchors += 1
+        cont, lm_only = self._after_copy(store, anchor[0], anchor[1], 1)
+        return Committed(w, anchor), cont, lm_only
 
     def _ngram_anchor(self, store: RequestStore, w: int) -> tuple[int, int] | None:
         """Where the response's last tokens + ``w`` occur in a chunk, as a copy of ``w`` may start there."""

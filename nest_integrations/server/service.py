@@ -147,7 +147,6 @@ class NestService:
         self.lm = engine.lm
         self.documents = documents
         self.settings = settings or ServerSettings()
-        engine.batching = self.settings.batching  # the server's engine: concurrent requests share forwards
         self.admission = Admission(self.settings.max_active, self.settings.max_queue)
         self.started = time.time()
         self._lock = threading.Lock()
@@ -202,8 +201,14 @@ class NestService:
                     **over,
                 )
             else:
-                it = self.engine.stream(req.messages if not req.raw else req.messages[0]["content"], raw=req.raw,
-                                        cancel=cancel, **over)
+                # per call, not by setting engine.batching: the engine may be the caller's own object
+                it = self.engine.stream(
+                    req.messages if not req.raw else req.messages[0]["content"],
+                    raw=req.raw,
+                    cancel=cancel,
+                    batching=self.settings.batching,
+                    **over,
+                )
             try:
                 for delta in it:
                     if delta.result is not None:

@@ -304,3 +304,21 @@ def test_access_log_has_one_json_line_per_request_without_secrets(engine, caplog
     text = caplog.text
     assert "s3cret" not in text and "secret-query" not in text
     assert set(lines[0]) == {"client", "method", "path", "status", "bytes", "ms"}  # no body, no headers
+
+
+def test_the_service_batches_per_call_and_leaves_the_engine_setting_alone(engine, monkeypatch):
+    eng, docs = engine
+    assert not eng.batching
+    seen: list[object] = []
+    real = eng.stream
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("batching"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(eng, "stream", spy)
+    with _client(engine, api_key=None, batching=True) as c:
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8})
+    assert r.status_code == 200, r.text
+    assert seen == [True], "the request decodes batched"
+    assert not eng.batching, "the caller's engine keeps its own setting"
