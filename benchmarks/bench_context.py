@@ -191,6 +191,8 @@ def _systems(pl: tuple[int, int], max_new: int, draft: int) -> dict[str, Any]:
         "nest-lossless-knn": lambda lm, m: run_nest(lm, m, lossless.replace(ngram_max=0)),
         "nest": lambda lm, m: run_nest(lm, m, NestConfig(max_new_tokens=max_new)),
         "nest-ngram": lambda lm, m: run_nest(lm, m, NestConfig(max_new_tokens=max_new, ngram_gate="always")),
+        # the defaults with drafts from the text itself as in lossless mode (not in SYSTEMS: a probe)
+        "nest-history": lambda lm, m: run_nest(lm, m, NestConfig(max_new_tokens=max_new, history_drafts="on")),
         # key mode: each context chunk encoded alone instead of keys from the prompt's prefill (not in SYSTEMS)
         "nest-encode": lambda lm, m: run_nest(lm, m, NestConfig(max_new_tokens=max_new, context_keys="encode")),
         "nest-lossless-encode": lambda lm, m: run_nest(lm, m, lossless.replace(context_keys="encode")),
