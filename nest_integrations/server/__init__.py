@@ -47,9 +47,10 @@ def serve(
 
     import uvicorn
 
+    from nest_integrations.server.app import access_log as access
+
     settings = settings or ServerSettings()
     # one JSON line per request (server.app.AccessLog) on stderr, in place of uvicorn's access log
-    access = logging.getLogger("nest_integrations.server.access")
     if access_log and not access.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s access %(message)s"))

@@ -174,8 +174,7 @@ class AccessLog:
     the response has been sent (for a stream: when it ends), so ``ms`` is the whole request.
 
     Fields: ``client`` (host:port), ``method``, ``path`` (no query string), ``status``, ``bytes`` (response body),
-    ``ms`` — never the body, the query string
-    or the ``Authorization`` header. Outermost, so refused requests (401, 413) are logged too.
+    ``ms`` — never the body, the query string or the ``Authorization`` header. Outermost, so refused requests (401, 413) are logged too.
     """
 
     def __init__(self, app: ASGIApp) -> None:
