@@ -25,7 +25,8 @@ from nest_integrations.config import NestConfig
 from nest_integrations.datastore import persist
 from nest_integrations.errors import ConfigError, DatastoreError
 from nest_integrations.models import LoadedModel
-from nest_integrations.store import ChunkKeys, KeyEncoder, TokenStore
+from nest_integrations.store import ChunkKeys, EncodedKeys, KeyEncoder, KeyFormat, TokenStore
+from nest_integrations.store.key_formats import DEFAULT_KEY_FORMAT
 
 __all__ = ["Datastore", "DEFAULT_MAX_TOKENS"]
 
@@ -36,12 +37,14 @@ _FINGERPRINT_KEYS = ("weights_hash", "tokenizer_hash", "hidden_size", "dtype")
 
 
 class Datastore:
-    """Chunks + token keys (float16) + passage embeddings for one model and key layer.
+    """Chunks + token keys + passage embeddings for one model and key layer.
 
     Attributes:
         lm: the model the keys were computed with.
         chunks: the chunks, in store order (``chunks[i]`` owns ``keys_of(i)``).
         key_layer: the hidden-state layer the keys come from.
+        key_format: how :meth:`save` stores the keys (:class:`~nest_integrations.store.KeyFormat`:
+            ``float16``, ``int8`` or ``pq<M>``); a loaded store decodes them at request time.
 
     Keys are computed at build / add time; a chunk can also be added without keys
     (``compute_keys=False``), in which case they are encoded on first retrieval and kept.
@@ -57,8 +60,11 @@ class Datastore:
         passage_embeddings: np.ndarray | None = None,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         documents: Iterable[Document] = (),
+        key_format: str | KeyFormat = DEFAULT_KEY_FORMAT,
     ) -> None:
         self.lm = lm
+        self.key_format = KeyFormat.parse(key_format)
+        self.key_format.check_dim(lm.hidden_size)
         #: the original documents (for line numbers and context in citations), by id; optional
         self.documents: dict[str, Document] = {d.doc_id: d for d in documents}
         self.key_layer = key_layer
@@ -86,16 +92,21 @@ class Datastore:
         max_tokens: int = DEFAULT_MAX_TOKENS,
         progress: bool = True,
         documents: Iterable[Document] = (),
+        key_format: str | KeyFormat = DEFAULT_KEY_FORMAT,
     ) -> Datastore:
-        """Index ``chunks``: token keys of every chunk (unless ``compute_keys=False``).
+        """Index ``chunks``: token keys of every chunk (unless ``compute_keys=False``), in memory.
 
         ``documents`` (optional) are kept with the store so citations can show line numbers and context.
+        ``key_format``: how :meth:`save` will store the keys (``float16``, ``int8``, ``pq<M>``). To build a
+        datastore larger than memory, use :func:`~nest_integrations.datastore.build_on_disk`.
 
         Raises:
             EmptyCorpusError: no chunk holds text.
             DatastoreError: more than ``max_tokens`` tokens to encode (checked before any encoding).
         """
-        store = cls(lm, list(chunks), key_layer=key_layer, max_tokens=max_tokens, documents=documents)
+        store = cls(
+            lm, list(chunks), key_layer=key_layer, max_tokens=max_tokens, documents=documents, key_format=key_format
+        )
         if compute_keys:
             store._encode_indices(range(len(store.chunks)), progress=progress)
         return store
@@ -336,17 +347,25 @@ class Datastore:
         """What a loading model must match: the model fingerprint plus the key layer."""
         return dict(self.lm.fingerprint(), key_layer=self.key_layer)
 
-    def save(self, path: str | Path, *, _fail_after: str | None = None) -> Path:
+    def save(
+        self, path: str | Path, *, key_format: str | KeyFormat | None = None, _fail_after: str | None = None
+    ) -> Path:
         """Save to directory ``path`` atomically (a crash mid-save leaves the previous save loadable).
 
-        Chunks without keys are encoded first. Returns ``path``.
+        Chunks without keys are encoded first. ``key_format`` (default: :attr:`key_format`) is how the keys
+        are written this time (:attr:`key_format` is unchanged). A PQ format is trained on the store's keys
+        unless this store already holds its codebook (loaded, or trained by an earlier save). Returns ``path``.
         """
+        fmt = self.key_format if key_format is None else KeyFormat.parse(key_format)
+        fmt.check_dim(self.lm.hidden_size)
+        if fmt == self.key_format:  # the same format keeps its trained codebook
+            fmt = self.key_format
         self._encode_indices(range(len(self.chunks)))
         if self._passage_emb is None:
             self.passage_retriever("dense")
         rows = []
         start = 0
-        ids, offs, keys = [], [], []
+        ids, offs = [], []
         for c, k in zip(self.chunks, self._keys, strict=True):
             assert k is not None
             n = len(k.token_ids)
@@ -363,15 +382,16 @@ class Datastore:
             )
             ids.append(k.token_ids)
             offs.append(k.offsets)
-            keys.append(k.keys)
             start += n
-        dim = self.lm.hidden_size
         arrays = {
             "token_ids.npy": np.concatenate(ids).astype(np.int32) if ids else np.zeros(0, np.int32),
             "offsets.npy": np.concatenate(offs).astype(np.int32) if offs else np.zeros((0, 2), np.int32),
-            "keys.npy": np.concatenate(keys).astype(np.float16) if keys else np.zeros((0, dim), np.float16),
-            "passages.npy": np.asarray(self._passage_emb, dtype=np.float32),
         }
+        key_arrays, fmt = self._key_arrays(fmt)
+        if fmt == self.key_format:
+            self.key_format = fmt  # a codebook trained now is kept for the next save
+        arrays.update({f"{k}.npy": v for k, v in key_arrays.items()})
+        arrays["passages.npy"] = np.asarray(self._passage_emb, dtype=np.float32)
         manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fingerprint": self.fingerprint(),
@@ -379,7 +399,10 @@ class Datastore:
             "n_chunks": len(self.chunks),
             "n_documents": len(self.doc_ids),
             "n_tokens": start,
-            "key_dtype": "float16",
+            # readers older than compact keys refuse version 2 instead of missing keys.npy
+            "format_version": 1 if fmt.name == "float16" else 2,
+            "key_dtype": fmt.name,
+            "key_format": fmt.manifest(),
             "passage_encoder": "all-MiniLM-L6-v2",
         }
         doc_rows = [
@@ -389,6 +412,43 @@ class Datastore:
         root = Path(path)
         persist.write_generation(root, manifest, rows, arrays, doc_rows, fail_after=_fail_after)
         return root
+
+    def _key_arrays(self, fmt: KeyFormat) -> tuple[dict[str, np.ndarray], KeyFormat]:
+        """Every chunk's keys in ``fmt``, concatenated in chunk order, and ``fmt`` trained (PQ) if it was not.
+
+        Keys already held in this format (a loaded store) are copied as they are, so re-saving never
+        quantises twice; others are encoded from their float values.
+        """
+        dim = self.lm.hidden_size
+        keys = [k for k in self._keys if k is not None]
+        if not fmt.trained:
+            n = sum(len(k.token_ids) for k in keys)
+            want = KeyFormat.training_rows(n)
+            starts = np.cumsum([0] + [len(k.token_ids) for k in keys])
+            sample = []
+            for j, k in enumerate(keys):
+                lo, hi = np.searchsorted(want, [starts[j], starts[j + 1]])
+                if hi > lo:
+                    sample.append(np.asarray(k.keys[:], dtype=np.float32)[want[lo:hi] - starts[j]])
+            fmt = fmt.train(np.concatenate(sample) if sample else np.zeros((0, dim), np.float32))
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in fmt.row_arrays(dim)}
+        for k in keys:
+            held = k.keys
+            if isinstance(held, EncodedKeys) and held.fmt.name == fmt.name and held.fmt.centroids is fmt.centroids:
+                enc = held.arrays
+            elif fmt.name == "float16" and not isinstance(held, EncodedKeys):
+                enc = {"keys": np.asarray(held, dtype=np.float16)}
+            else:
+                enc = fmt.encode(np.asarray(held[:], dtype=np.float32))
+            for name in parts:
+                parts[name].append(np.asarray(enc[name]))
+        out = {}
+        for name, (dt, shape) in fmt.row_arrays(dim).items():
+            out[name] = np.concatenate(parts[name]).astype(dt) if parts[name] else np.zeros((0, *shape), dt)
+        if fmt.is_pq:
+            assert fmt.centroids is not None
+            out["pq_centroids"] = np.asarray(fmt.centroids, dtype=np.float32)
+        return out, fmt
 
     @staticmethod
     def stored_dtype(path: str | Path) -> str | None:
@@ -436,10 +496,18 @@ class Datastore:
         doc_rows = persist.read_chunk_table(root, man, verify=verify, fname="documents.jsonl")
         token_ids = persist.open_array(root, man, "token_ids.npy", mmap=mmap, verify=verify)
         offsets = persist.open_array(root, man, "offsets.npy", mmap=mmap, verify=verify)
-        keys = persist.open_array(root, man, "keys.npy", mmap=mmap, verify=verify)
+        fmt = _stored_key_format(root, man, lm.hidden_size, mmap=mmap, verify=verify)
+        key_arrays = {
+            name: persist.open_array(root, man, f"{name}.npy", mmap=mmap, verify=verify)
+            for name in fmt.row_arrays(lm.hidden_size)
+        }
         passages = persist.open_array(root, man, "passages.npy", mmap=False, verify=verify)
         n = int(man.get("n_tokens", -1))
-        if not (len(token_ids) == len(offsets) == len(keys) == n) or keys.ndim != 2 or keys.shape[1] != lm.hidden_size:
+        shapes_ok = len(token_ids) == len(offsets) == n and all(
+            len(a) == n and a.shape[1:] == shape
+            for a, (_, shape) in zip(key_arrays.values(), fmt.row_arrays(lm.hidden_size).values(), strict=True)
+        )
+        if not shapes_ok:
             raise DatastoreError(f"{root}: array shapes do not match the manifest (damaged datastore)")
         if len(rows) != len(passages):
             raise DatastoreError(f"{root}: {len(rows)} chunks but {len(passages)} passage embeddings")
@@ -450,7 +518,8 @@ class Datastore:
             if s < 0 or s + m > n:
                 raise DatastoreError(f"{root}: chunk {r['chunk_id']!r} points outside the key file")
             chunks.append(Chunk(r["text"], r["chunk_id"], r["doc_id"], int(r["doc_offset"]), r.get("metadata") or {}))
-            chunk_keys.append(ChunkKeys(token_ids[s : s + m], offsets[s : s + m], keys[s : s + m]))
+            view = fmt.view({name: a[s : s + m] for name, a in key_arrays.items()})
+            chunk_keys.append(ChunkKeys(token_ids[s : s + m], offsets[s : s + m], view))  # type: ignore[arg-type]
         return cls(
             lm,
             chunks,
@@ -459,7 +528,26 @@ class Datastore:
             passage_embeddings=passages,
             max_tokens=max_tokens,
             documents=[Document(r["doc_id"], r["text"], r.get("metadata") or {}) for r in doc_rows],
+            key_format=fmt,
         )
+
+
+def _stored_key_format(root: Path, man: dict[str, Any], dim: int, *, mmap: bool, verify: bool) -> KeyFormat:
+    """The key format a manifest records (a datastore written before formats existed holds float16 keys)."""
+    info = man.get("key_format") or {"name": man.get("key_dtype", "float16")}
+    try:
+        fmt = KeyFormat.parse(str(info.get("name")))
+        fmt.check_dim(dim)
+    except ConfigError as e:
+        raise DatastoreError(f"{root}: {e}") from None
+    if fmt.is_pq:
+        cents = persist.open_array(root, man, "pq_centroids.npy", mmap=False, verify=verify)
+        if cents.ndim != 3 or cents.shape[0] != fmt.m or cents.shape[0] * cents.shape[2] != dim:
+            raise DatastoreError(
+                f"{root}: the PQ codebook's shape {cents.shape} does not fit {fmt.name} keys of width {dim}"
+            )
+        fmt = KeyFormat(fmt.name, fmt.m, np.asarray(cents, dtype=np.float32))
+    return fmt
 
 
 def _embed_passages(texts: list[str]) -> np.ndarray:

@@ -9,7 +9,10 @@ Layout::
         documents.jsonl      the original documents (doc_id, text, metadata), when the store has them
         token_ids.npy        (N,) int32   all chunks' tokens, concatenated in chunk order
         offsets.npy          (N, 2) int32 character range of each token in its chunk text
-        keys.npy             (N, D) float16 hidden states (layer ``key_layer``); memory-mapped on load
+        keys.npy             (N, D) float16 hidden states (layer ``key_layer``); memory-mapped on load —
+                             or, in a compact key format (manifest ``key_format``, format version 2),
+                             keys_int8.npy (N, D) int8 + key_scales.npy (N,) float16, or
+                             pq_codes.npy (N, M) uint8 + pq_centroids.npy (M, 256, D/M) float32
         passages.npy         (C, E) float32 passage-embedding of each chunk (dense retriever), optional
 
 A save writes a complete new generation folder, fsyncs it, then replaces ``manifest.json``; only then
@@ -35,7 +38,9 @@ from nest_integrations.errors import DatastoreError
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "write_generation", "read_manifest", "open_array", "read_chunk_table"]
 
 FORMAT_NAME = "nest-datastore"
-FORMAT_VERSION = 1
+#: the newest format this library reads and writes: 1 = float16 keys (keys.npy); 2 = compact keys (int8 or
+#: product quantisation: keys_int8.npy + key_scales.npy, or pq_codes.npy + pq_centroids.npy; manifest "key_format")
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 
 
@@ -105,7 +110,8 @@ def write_generation(
         _fsync_dir(root)
         if fail_after == "generation":
             raise RuntimeError("simulated crash")
-        man = dict(manifest, format=FORMAT_NAME, format_version=FORMAT_VERSION, generation=name, files=files)
+        version = int(manifest.get("format_version", FORMAT_VERSION))
+        man = dict(manifest, format=FORMAT_NAME, format_version=version, generation=name, files=files)
         fd, tmp_manifest = tempfile.mkstemp(dir=root, prefix=".manifest.")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(man, f, indent=1, ensure_ascii=False)

@@ -20,8 +20,9 @@ class ChunkKeys:
     Attributes:
         token_ids: (L,) int32 token ids of the chunk text alone.
         offsets: (L, 2) int32 character range of each token in the chunk text.
-        keys: (L, D) float16 hidden states; entry j (j < L-1) has key ``keys[j]`` and value
-            ``token_ids[j+1]`` whose characters are ``offsets[j+1]``.
+        keys: (L, D) hidden states — a float16 array, or an :class:`~nest_integrations.store.key_formats.EncodedKeys`
+            view of compact keys (int8, PQ) that decodes to float32 when sliced; entry j (j < L-1) has key
+            ``keys[j]`` and value ``token_ids[j+1]`` whose characters are ``offsets[j+1]``.
     """
 
     token_ids: np.ndarray
@@ -120,14 +121,14 @@ class RequestStore:
         for c, (_, ck) in enumerate(chunks):
             n = ck.n_entries
             self.chunk_starts.append(start)
-            key_parts.append(ck.keys[:n])
+            key_parts.append(np.asarray(ck.keys[:n], dtype=np.float32))
             val_parts.append(ck.token_ids[1 : n + 1])
             chunk_parts.append(np.full(n, c, dtype=np.int64))
             pos_parts.append(np.arange(n, dtype=np.int64))
             start += n
         dim = chunks[0][1].keys.shape[1] if chunks else 0
-        keys = np.concatenate(key_parts) if key_parts else np.zeros((0, dim), np.float16)
-        self.keys = torch.from_numpy(keys.astype(np.float32)).to(device)
+        keys = np.concatenate(key_parts) if key_parts else np.zeros((0, dim), np.float32)
+        self.keys = torch.from_numpy(keys).to(device)
         self.sq_norms = (self.keys * self.keys).sum(-1)
         self.values = torch.from_numpy(np.concatenate(val_parts).astype(np.int64) if val_parts else np.zeros(0, np.int64)).to(device)
         self.entry_chunk = torch.from_numpy(np.concatenate(chunk_parts) if chunk_parts else np.zeros(0, np.int64))
