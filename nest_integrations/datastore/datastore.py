@@ -126,25 +126,33 @@ class Datastore:
         A corpus of more than 8 characters per allowed token is refused without tokenizing (English text
         runs at about 4 characters per token); otherwise tokens are counted, stopping at the limit.
         """
-        n_chars = sum(len(c.text) for c in chunks)
-        if n_chars > 8 * self.max_tokens:
-            raise DatastoreError(
-                f"indexing stopped before computing keys: {n_chars:,} characters is far more than max_tokens="
-                f"{self.max_tokens:,} tokens allow (about {n_chars // 4:,} tokens, "
-                f"{n_chars // 4 * self.lm.hidden_size * 2 / 1e9:.1f} GB of keys); raise max_tokens (`--max-tokens` "
-                "on the command line) if you mean it, or index fewer documents"
-            )
+        self._check_budget_chars(chunks)
         tok = self.lm.tokenizer
         n = 0
         for c in chunks:
             n += len(tok(c.text, add_special_tokens=False)["input_ids"])
             if n > self.max_tokens:
-                raise DatastoreError(
-                    f"indexing stopped before computing keys: more than {self.max_tokens:,} tokens to encode "
-                    f"(about {self.max_tokens * self.lm.hidden_size * 2 / 1e9:.1f} GB of keys); raise max_tokens "
-                    "(`--max-tokens` on the command line) if you mean it, or index fewer documents"
-                )
+                raise self._too_many_tokens()
         return n
+
+    def _check_budget_chars(self, chunks: Sequence[Chunk]) -> None:
+        """Raises DatastoreError when the characters alone show far more than ``max_tokens`` tokens."""
+        n_chars = sum(len(c.text) for c in chunks)
+        if n_chars > 8 * self.max_tokens:
+            raise DatastoreError(
+                f"indexing stopped before computing keys: {n_chars:,} characters is far more than max_tokens="
+                f"{self.max_tokens:,} tokens allow (about {n_chars // 4:,} tokens, "
+                f"{n_chars // 4 * self.key_format.bytes_per_token(self.lm.hidden_size) / 1e9:.1f} GB of keys); "
+                "raise max_tokens (`--max-tokens` on the command line) if you mean it, or index fewer documents"
+            )
+
+    def _too_many_tokens(self) -> DatastoreError:
+        gb = self.max_tokens * self.key_format.bytes_per_token(self.lm.hidden_size) / 1e9
+        return DatastoreError(
+            f"indexing stopped before computing keys: more than {self.max_tokens:,} tokens to encode "
+            f"(about {gb:.1f} GB of keys); raise max_tokens "
+            "(`--max-tokens` on the command line) if you mean it, or index fewer documents"
+        )
 
     def _encode(self, chunks: Sequence[Chunk], progress: bool = False) -> list[ChunkKeys]:
         """Keys of ``chunks`` (size limit checked first), with a tokens/s progress bar when ``progress``."""
@@ -369,17 +377,7 @@ class Datastore:
         for c, k in zip(self.chunks, self._keys, strict=True):
             assert k is not None
             n = len(k.token_ids)
-            rows.append(
-                {
-                    "chunk_id": c.chunk_id,
-                    "doc_id": c.doc_id,
-                    "doc_offset": c.doc_offset,
-                    "text": c.text,
-                    "metadata": _json_safe(dict(c.metadata)),
-                    "token_start": start,
-                    "n_tokens": n,
-                }
-            )
+            rows.append(chunk_row(c, start, n))
             ids.append(k.token_ids)
             offs.append(k.offsets)
             start += n
@@ -392,26 +390,34 @@ class Datastore:
             self.key_format = fmt  # a codebook trained now is kept for the next save
         arrays.update({f"{k}.npy": v for k, v in key_arrays.items()})
         arrays["passages.npy"] = np.asarray(self._passage_emb, dtype=np.float32)
-        manifest = {
+        manifest = self.manifest(fmt, start)
+        doc_rows = self.document_rows()
+        root = Path(path)
+        persist.write_generation(root, manifest, rows, arrays, doc_rows, fail_after=_fail_after)
+        return root
+
+    def manifest(self, fmt: KeyFormat, n_tokens: int) -> dict[str, Any]:
+        """The manifest fields of a save of this store with keys in ``fmt`` (the file list is added on write)."""
+        return {
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fingerprint": self.fingerprint(),
             "model_path": str(self.lm.path),
             "n_chunks": len(self.chunks),
             "n_documents": len(self.doc_ids),
-            "n_tokens": start,
+            "n_tokens": n_tokens,
             # readers older than compact keys refuse version 2 instead of missing keys.npy
             "format_version": 1 if fmt.name == "float16" else 2,
             "key_dtype": fmt.name,
             "key_format": fmt.manifest(),
             "passage_encoder": "all-MiniLM-L6-v2",
         }
-        doc_rows = [
+
+    def document_rows(self) -> list[dict[str, Any]]:
+        """The rows of ``documents.jsonl``: the original documents kept with the store."""
+        return [
             {"doc_id": d.doc_id, "text": d.text, "metadata": _json_safe(dict(d.metadata))}
             for d in self.documents.values()
         ]
-        root = Path(path)
-        persist.write_generation(root, manifest, rows, arrays, doc_rows, fail_after=_fail_after)
-        return root
 
     def _key_arrays(self, fmt: KeyFormat) -> tuple[dict[str, np.ndarray], KeyFormat]:
         """Every chunk's keys in ``fmt``, concatenated in chunk order, and ``fmt`` trained (PQ) if it was not.
@@ -558,6 +564,19 @@ def _embed_passages(texts: list[str]) -> np.ndarray:
         texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )
     return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+
+
+def chunk_row(c: Chunk, token_start: int, n_tokens: int) -> dict[str, Any]:
+    """One row of ``chunks.jsonl``: the chunk and the range ``[token_start, token_start + n_tokens)`` of its keys."""
+    return {
+        "chunk_id": c.chunk_id,
+        "doc_id": c.doc_id,
+        "doc_offset": c.doc_offset,
+        "text": c.text,
+        "metadata": _json_safe(dict(c.metadata)),
+        "token_start": token_start,
+        "n_tokens": n_tokens,
+    }
 
 
 def _json_safe(value: Any) -> Any:

@@ -79,10 +79,14 @@ def write_generation(
     arrays: dict[str, np.ndarray],
     document_rows: list[dict[str, Any]] | None = None,
     fail_after: str | None = None,
+    staged_files: dict[str, Path] | None = None,
 ) -> Path:
     """Write a new generation under ``root`` and switch ``manifest.json`` to it; returns its folder.
 
-    ``fail_after`` (testing only) raises right after writing that file, to simulate a crash midway.
+    ``staged_files``: files already written (complete and fsynced) elsewhere on the same disk, by name —
+    the streamed build's key files —, hard-linked into the generation (copied where links are refused), so
+    a failure here leaves them where they were. ``fail_after`` (testing only) raises right after writing
+    that file, to simulate a crash midway.
     """
     root.mkdir(parents=True, exist_ok=True)
     existing = [int(p.name[4:]) for p in root.glob("gen-*") if p.name[4:].isdigit()]
@@ -103,6 +107,11 @@ def write_generation(
             _save_npy(tmp / fname, arr)
             if fail_after == fname:
                 raise RuntimeError("simulated crash")
+        for fname, src in (staged_files or {}).items():
+            try:
+                os.link(src, tmp / fname)
+            except OSError:
+                shutil.copyfile(src, tmp / fname)
         for p in sorted(tmp.iterdir()):
             files[p.name] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         _fsync_dir(tmp)

@@ -98,15 +98,19 @@ class KeyEncoder:
         return m.get_decoder() if hasattr(m, "get_decoder") else m.model
 
     @torch.inference_mode()
-    def _run(self, batch, toks, results, progress) -> None:
+    def encode_batch(self, batch: Sequence[int], toks: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Keys of the tokenized chunks ``batch`` (indices into ``toks``): one (L_i, D) float16 array each."""
         input_ids, mask = self.padded_batch(batch, toks)
         device = self.lm.device
         _, states = tap_for(self.body, self.key_layer, self.lm.model).forward(
             input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False
         )
         hs = states.to(torch.float16).cpu().numpy()
-        for r, i in enumerate(batch):
+        return [np.ascontiguousarray(hs[r, : len(toks[i][0])]) for r, i in enumerate(batch)]
+
+    def _run(self, batch, toks, results, progress) -> None:
+        for i, keys in zip(batch, self.encode_batch(batch, toks), strict=True):
             ids, offs = toks[i]
-            results[i] = ChunkKeys(token_ids=ids, offsets=offs, keys=np.ascontiguousarray(hs[r, : len(ids)]))
+            results[i] = ChunkKeys(token_ids=ids, offsets=offs, keys=keys)
         if progress is not None:
             progress(sum(len(toks[i][0]) for i in batch))

@@ -137,6 +137,7 @@ class KeyFormat:
         faiss.omp_set_num_threads(max(1, faiss.omp_get_max_threads()))
         pq = faiss.ProductQuantizer(x.shape[1], self.m, 8)
         pq.cp.seed = seed
+        pq.cp.min_points_per_centroid = 1  # small corpora: train on what there is, without faiss's warning
         pq.train(x)
         cents = faiss.vector_to_array(pq.centroids).reshape(self.m, _KSUB, x.shape[1] // self.m)
         return KeyFormat(self.name, self.m, cents.astype(np.float32))
