@@ -21,6 +21,14 @@ def configure_index(p: argparse.ArgumentParser) -> None:
         default=None,
         help="refuse to compute keys for more tokens than this (default: 2,000,000)",
     )
+    p.add_argument(
+        "--key-format",
+        default=None,
+        metavar="FORMAT",
+        help="how token keys are stored: float16 (1,152 bytes a token with the default model), int8 (578) or pqM "
+        "(product quantisation, M bytes a token, e.g. pq96); default: the stored datastore's, else float16. "
+        "Giving another one converts a stored datastore's keys",
+    )
     p.add_argument("--rebuild", action="store_true", help="build from scratch even if --out holds a datastore")
     p.add_argument("--prune", action="store_true", help="also delete stored documents that are not in PATH")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -30,12 +38,19 @@ def configure_index(p: argparse.ArgumentParser) -> None:
 def run_index(args: argparse.Namespace) -> int:
     """Read the files, sync the datastore in ``--out`` with them, print what changed."""
     from nest_integrations.datastore import DEFAULT_MAX_TOKENS, Datastore, has_datastore, index_documents
+    from nest_integrations.store import KeyFormat
 
+    if args.key_format is not None:
+        KeyFormat.parse(args.key_format)  # a typo fails before the model loads
     documents, chunks = read_files(args.paths, args.chunk_size)
+    how = "--dtype"
     if args.dtype is None and not args.rebuild and has_datastore(args.out):
         args.dtype = Datastore.stored_dtype(args.out)
+        how = "the dtype the datastore was built with"
+    if args.dtype is None:
+        how = "the fastest this device supports; --dtype to choose"
     lm = load_lm(args)
-    note("indexing …")
+    note(f"indexing with {lm.model_id} in {lm.dtype} ({how}) …")
     store, report = index_documents(
         args.out,
         lm,
@@ -45,10 +60,11 @@ def run_index(args: argparse.Namespace) -> int:
         prune=args.prune,
         max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS,
         progress=not args.quiet,
+        key_format=args.key_format,
     )
     write(
-        f"{args.out}: {len(store.doc_ids)} documents, {len(store)} chunks, {store.n_tokens:,} tokens "
-        f"({report.summary()})\n"
+        f"{args.out}: {len(store.doc_ids)} documents, {len(store)} chunks, {store.n_tokens:,} tokens, "
+        f"{store.key_format.name} keys ({report.summary()})\n"
     )
     return 0
 

@@ -16,8 +16,11 @@ from pathlib import Path
 
 from nest_integrations.chunks import Chunk, Document, validate_chunks
 from nest_integrations.datastore import persist
+from nest_integrations.datastore.builder import build_on_disk
 from nest_integrations.datastore.datastore import DEFAULT_MAX_TOKENS, Datastore
 from nest_integrations.models import LoadedModel
+from nest_integrations.store import KeyFormat
+from nest_integrations.store.key_formats import DEFAULT_KEY_FORMAT
 
 __all__ = ["SyncReport", "has_datastore", "index_documents", "sync_documents"]
 
@@ -107,12 +110,16 @@ def index_documents(
     prune: bool = False,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     progress: bool = False,
+    key_format: str | KeyFormat | None = None,
 ) -> tuple[Datastore, SyncReport]:
     """Build or update the datastore saved in directory ``path`` from ``chunks`` and save it.
 
     When ``path`` holds a datastore (and not ``rebuild``), it is loaded for ``lm`` and synced
-    (:func:`sync_documents`); otherwise a new one is built from all chunks (every document counts as
-    added). The dense passage index is computed before the atomic save.
+    (:func:`sync_documents`); otherwise a new one is built from all chunks with keys streamed to disk
+    (:func:`~nest_integrations.datastore.build_on_disk`: bounded memory, an interrupted build resumes on the
+    next call; every document counts as added). The dense passage index is computed before the atomic save.
+    ``key_format`` (``float16``, ``int8``, ``pq<M>``): how keys are stored; default: the stored datastore's
+    format, ``float16`` for a new one. Giving another format for a stored datastore converts its keys.
 
     Returns:
         The saved datastore and what changed.
@@ -127,9 +134,20 @@ def index_documents(
     if has_datastore(path) and not rebuild:
         store = Datastore.load(path, lm, max_tokens=max_tokens)
         report = sync_documents(store, chunk_list, doc_list, prune=prune, progress=progress)
-    else:
-        store = Datastore.build(lm, chunk_list, documents=doc_list, max_tokens=max_tokens, progress=progress)
-        report = SyncReport(added=len(store.doc_ids))
-    store.passage_retriever("dense")
-    store.save(path)
-    return store, report
+        converting = key_format is not None and KeyFormat.parse(key_format) != store.key_format
+        if report.added or report.updated or report.deleted or converting:
+            store.passage_retriever("dense")
+            store.save(path, key_format=key_format)
+            if converting:
+                store = Datastore.load(path, lm, max_tokens=max_tokens)
+        return store, report
+    store = build_on_disk(
+        path,
+        lm,
+        chunk_list,
+        documents=doc_list,
+        max_tokens=max_tokens,
+        progress=progress,
+        key_format=key_format or DEFAULT_KEY_FORMAT,
+    )
+    return store, SyncReport(added=len(store.doc_ids))

@@ -65,3 +65,24 @@ def test_index_then_ask_from_store(tmp_path: Path) -> None:
     (docs / "tesla.md").unlink()
     proc = run_cli("index", str(docs), "--out", str(store), "--quiet", "--prune")
     assert "0 added, 0 updated, 2 unchanged, 1 deleted" in proc.stdout and "2 documents" in proc.stdout
+
+    # convert the keys to int8 in place; the answer's spans stay exact in the files
+    proc = run_cli("index", str(docs), "--out", str(store), "--quiet", "--key-format", "int8")
+    assert proc.returncode == 0, proc.stderr
+    assert "int8 keys (0 added, 0 updated, 2 unchanged, 0 deleted)" in proc.stdout
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["key_format"]["name"] == "int8" and "keys.npy" not in manifest["files"]
+    proc = run_cli("ask", "Who won Super Bowl 50?", "--store", str(store), "--json", "--max-new-tokens", "32")
+    assert proc.returncode == 0, proc.stderr
+    spans = json.loads(proc.stdout)["spans"]
+    assert spans
+    for s in spans:
+        on_disk = open(s["source"], encoding="utf-8", newline="").read()  # noqa: SIM115
+        assert on_disk[s["doc_start"] : s["doc_end"]] == s["text"]
+
+
+def test_index_unknown_key_format(tmp_path: Path) -> None:
+    (tmp_path / "x.txt").write_text("Backups run nightly.", encoding="utf-8")
+    proc = run_cli("index", str(tmp_path), "--out", str(tmp_path / "store"), "--key-format", "int4")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown key format 'int4'" in proc.stderr and not (tmp_path / "store").exists()
