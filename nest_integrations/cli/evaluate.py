@@ -59,6 +59,11 @@ def configure_eval(p: argparse.ArgumentParser) -> None:
         help="keep the corpus's datastore (token keys, passage embeddings) here and reuse it on the next run",
     )
     g.add_argument(
+        "--key-format", default="float16", metavar="FORMAT",
+        help="how the datastore's keys are stored: float16, int8 or pqM (converted once and kept in --cache-dir; "
+        "default: %(default)s)",
+    )
+    g.add_argument(
         "--records", metavar="FILE", default=None,
         help="JSON Lines of per-item records: items already in it are not run again (resume), new ones are appended",
     )
@@ -156,6 +161,7 @@ def run_eval(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         cache_dir=args.cache_dir,
         records_path=args.records,
+        key_format=args.key_format,
     )
     report["variant"] = "unanswerable" if args.unanswerable else "answerable"
     report["command"] = "nest eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None

@@ -456,20 +456,53 @@ def _retrieval_recall(engine: NestEngine, items: Sequence[EvalItem], ks: Sequenc
     }
 
 
-def _cached_engine(lm: LoadedModel, corpus: Sequence[Document], cfg: NestConfig, chunk_size: int, cache_dir: Path) -> NestEngine:
-    """An engine over a datastore of ``corpus`` saved under ``cache_dir`` (built and saved on first use)."""
-    from nest_integrations.datastore import Datastore
-
+def cached_store_path(
+    lm: LoadedModel,
+    corpus: Sequence[Document],
+    key_layer: int,
+    chunk_size: int,
+    cache_dir: Path,
+    key_format: str = "float16",
+) -> Path:
+    """Where ``evaluate(cache_dir=...)`` keeps the datastore of ``corpus`` (keyed by corpus, chunk size, model,
+    dtype, key layer; another key format than float16 sits beside it, suffixed with the format's name)."""
     h = hashlib.sha256()
     for d in corpus:
         h.update(d.doc_id.encode() + b"\0" + d.text.encode() + b"\1")
-    h.update(f"{chunk_size}|{lm.model_id}|{lm.dtype}|{cfg.key_layer}".encode())
-    path = cache_dir / f"store-{h.hexdigest()[:16]}"
+    h.update(f"{chunk_size}|{lm.model_id}|{lm.dtype}|{key_layer}".encode())
+    name = f"store-{h.hexdigest()[:16]}"
+    return Path(cache_dir) / (name if key_format == "float16" else f"{name}-{key_format}")
+
+
+def _cached_engine(
+    lm: LoadedModel,
+    corpus: Sequence[Document],
+    cfg: NestConfig,
+    chunk_size: int,
+    cache_dir: Path,
+    key_format: str = "float16",
+) -> NestEngine:
+    """An engine over a datastore of ``corpus`` saved under ``cache_dir`` (built and saved on first use).
+
+    The float16 datastore is built with keys streamed to disk (an interrupted build resumes); another
+    ``key_format`` is converted from it once and kept beside it.
+    """
+    from nest_integrations.chunks import chunks_from_documents
+    from nest_integrations.datastore import Datastore, build_on_disk
+    from nest_integrations.store import KeyFormat
+
+    fmt = KeyFormat.parse(key_format)
+    path = cached_store_path(lm, corpus, cfg.key_layer, chunk_size, cache_dir)
     if (path / "manifest.json").exists():
         store = Datastore.load(path, lm)
     else:
-        store = Datastore.from_documents(corpus, lm, chunk_size=chunk_size, key_layer=cfg.key_layer)
-        store.save(path)
+        chunks = chunks_from_documents(list(corpus), chunk_size=chunk_size)
+        store = build_on_disk(path, lm, chunks, documents=corpus, key_layer=cfg.key_layer)
+    if fmt.name != "float16":
+        converted = cached_store_path(lm, corpus, cfg.key_layer, chunk_size, cache_dir, fmt.name)
+        if not (converted / "manifest.json").exists():
+            store.save(converted, key_format=fmt)
+        store = Datastore.load(converted, lm)
     return store.engine(cfg)
 
 
@@ -550,6 +583,7 @@ def run_eval(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     cache_dir: str | Path | None = None,
     records_path: str | Path | None = None,
+    key_format: str = "float16",
 ) -> dict[str, Any]:
     """Run ``systems`` on ``items`` and return the report (a JSON-ready dict).
 
@@ -564,6 +598,8 @@ def run_eval(
         precompute_keys: build all token keys before timing (indexing time is reported separately).
         cache_dir: keep the corpus's datastore (keys, passage embeddings) here, keyed by corpus, chunk
             size, model and key layer, and reuse it on the next run (no re-encoding).
+        key_format: how the datastore's keys are stored (``float16``, ``int8``, ``pq<M>``; needs ``cache_dir``,
+            where the converted datastore is kept).
         records_path: a JSON Lines file of per-item records; records already in it (same config) are
             not run again, new ones are appended as they finish — an interrupted run resumes.
     """
@@ -576,6 +612,10 @@ def run_eval(
         raise ConfigError(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
     if mode != "bio" and not corpus:
         raise ConfigError(f"{mode} mode needs a corpus")
+    from nest_integrations.store import KeyFormat
+
+    if KeyFormat.parse(key_format).name != "float16" and (cache_dir is None or mode == "bio"):
+        raise ConfigError(f"key_format={key_format!r} needs a cache_dir (`--cache-dir`) and a shared corpus")
     cfg = config or NestConfig()
     runners: list[EvalSystem] = []
     for name in systems:
@@ -600,7 +640,7 @@ def run_eval(
     if mode != "bio":
         assert corpus is not None
         if cache_dir is not None:
-            shared = _cached_engine(lm, corpus, cfg, chunk_size, Path(cache_dir))
+            shared = _cached_engine(lm, corpus, cfg, chunk_size, Path(cache_dir), key_format)
         else:
             shared = NestEngine.from_documents(corpus, lm, cfg, chunk_size=chunk_size, precompute_keys=precompute_keys)
         shared.retrieve(items[0].prompt, 1)  # builds the passage index
@@ -675,6 +715,7 @@ def run_eval(
             "items": len(items),
             "documents": len(corpus) if corpus is not None else len(items),
             "chunks": len(shared.chunks) if shared is not None else None,
+            "key_format": KeyFormat.parse(key_format).name,
         },
         "index_s": index_s,
         "retrieval": (
