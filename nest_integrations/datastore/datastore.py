@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -28,7 +28,11 @@ from nest_integrations.models import LoadedModel
 from nest_integrations.store import ChunkKeys, EncodedKeys, KeyEncoder, KeyFormat, TokenStore
 from nest_integrations.store.key_formats import DEFAULT_KEY_FORMAT
 
-__all__ = ["Datastore", "DEFAULT_MAX_TOKENS"]
+__all__ = ["Datastore", "DEFAULT_MAX_TOKENS", "KEY_MODES", "KeyMode"]
+
+#: where a datastore's keys come from (see :class:`Datastore`)
+KeyMode = Literal["precomputed", "on_the_fly", "cached"]
+KEY_MODES: tuple[str, ...] = ("precomputed", "on_the_fly", "cached")
 
 #: Default cap on the tokens one build / add may encode (about 2.3 GB of float16 keys for a 576-wide model).
 DEFAULT_MAX_TOKENS = 2_000_000
@@ -48,6 +52,17 @@ class Datastore:
 
     Keys are computed at build / add time; a chunk can also be added without keys
     (``compute_keys=False``), in which case they are encoded on first retrieval and kept.
+
+    ``key_mode`` says where keys come from (recorded in the saved manifest):
+
+    * ``precomputed`` (default): every chunk's keys are computed once and saved (memory-mapped on load).
+    * ``on_the_fly``: no keys are stored; each request encodes the chunks it retrieved, as the paper does
+      (right for a GPU and for corpora too large to keep keys for: only chunk texts and passage
+      embeddings are saved).
+    * ``cached``: on the fly, keeping the keys of the ``key_cache_chunks`` most recently used chunks.
+
+    All three give the same keys (the same encoder on the same chunk text; equal up to float rounding of
+    the batch shape).
     """
 
     def __init__(
@@ -61,7 +76,15 @@ class Datastore:
         max_tokens: int = DEFAULT_MAX_TOKENS,
         documents: Iterable[Document] = (),
         key_format: str | KeyFormat = DEFAULT_KEY_FORMAT,
+        key_mode: KeyMode = "precomputed",
+        key_cache_chunks: int = 1024,
     ) -> None:
+        if key_mode not in KEY_MODES:
+            raise ConfigError(f"unknown key_mode {key_mode!r}; expected one of {', '.join(KEY_MODES)}")
+        if key_cache_chunks < 1:
+            raise ConfigError(f"key_cache_chunks must be >= 1, got {key_cache_chunks}")
+        self.key_mode: KeyMode = key_mode
+        self.key_cache_chunks = key_cache_chunks
         self.lm = lm
         self.key_format = KeyFormat.parse(key_format)
         self.key_format.check_dim(lm.hidden_size)
@@ -93,8 +116,11 @@ class Datastore:
         progress: bool = True,
         documents: Iterable[Document] = (),
         key_format: str | KeyFormat = DEFAULT_KEY_FORMAT,
+        key_mode: KeyMode = "precomputed",
+        key_cache_chunks: int = 1024,
     ) -> Datastore:
-        """Index ``chunks``: token keys of every chunk (unless ``compute_keys=False``), in memory.
+        """Index ``chunks``: token keys of every chunk (unless ``compute_keys=False`` or ``key_mode`` is not
+        ``precomputed``), in memory.
 
         ``documents`` (optional) are kept with the store so citations can show line numbers and context.
         ``key_format``: how :meth:`save` will store the keys (``float16``, ``int8``, ``pq<M>``). To build a
@@ -105,9 +131,16 @@ class Datastore:
             DatastoreError: more than ``max_tokens`` tokens to encode (checked before any encoding).
         """
         store = cls(
-            lm, list(chunks), key_layer=key_layer, max_tokens=max_tokens, documents=documents, key_format=key_format
+            lm,
+            list(chunks),
+            key_layer=key_layer,
+            max_tokens=max_tokens,
+            documents=documents,
+            key_format=key_format,
+            key_mode=key_mode,
+            key_cache_chunks=key_cache_chunks,
         )
-        if compute_keys:
+        if compute_keys and key_mode == "precomputed":
             store._encode_indices(range(len(store.chunks)), progress=progress)
         return store
 
@@ -178,12 +211,21 @@ class Datastore:
             self.token_store.put(i, k)
 
     def _make_token_store(self) -> TokenStore:
-        def encode_fn(indices: Sequence[int]) -> list[ChunkKeys]:
-            self._encode_indices(indices)
-            return [self._keys[i] for i in indices]  # type: ignore[misc]
+        if self.key_mode == "precomputed":
 
+            def encode_fn(indices: Sequence[int]) -> list[ChunkKeys]:
+                self._encode_indices(indices)
+                return [self._keys[i] for i in indices]  # type: ignore[misc]
+
+            capacity = None
+        else:  # on the fly: the token store alone decides what is kept
+
+            def encode_fn(indices: Sequence[int]) -> list[ChunkKeys]:
+                return self._encode([self.chunks[i] for i in indices])
+
+            capacity = 0 if self.key_mode == "on_the_fly" else self.key_cache_chunks
         # keys are computed with the model: encoding takes its turn on it like a request's decoding
-        ts = TokenStore(len(self.chunks), encode_fn, lock=model_gate(self.lm.model))
+        ts = TokenStore(len(self.chunks), encode_fn, lock=model_gate(self.lm.model), capacity=capacity)
         for i, k in enumerate(self._keys):
             if k is not None:
                 ts.put(i, k)
@@ -285,7 +327,7 @@ class Datastore:
         if dup:
             raise DatastoreError(f"chunk id(s) already in the datastore: {', '.join(dup[:5])}")
         keys: list[ChunkKeys | None] = [None] * len(new)
-        if compute_keys:
+        if compute_keys and self.key_mode == "precomputed":
             keys = list(self._encode(new, progress))
         emb = _embed_passages([c.text for c in new]) if self._passage_emb is not None else None
         # commit: nothing above changed the store
@@ -334,7 +376,7 @@ class Datastore:
         if doc_id not in set(self.doc_ids):
             raise DatastoreError(f"no such document in the datastore: {doc_id}")
         staging = Datastore(self.lm, new, key_layer=self.key_layer, max_tokens=self.max_tokens)
-        if compute_keys:
+        if compute_keys and self.key_mode == "precomputed":
             staging._encode_indices(range(len(staging.chunks)))
         keep = [i for i, c in enumerate(self.chunks) if c.doc_id != doc_id]
         emb = None
@@ -368,9 +410,12 @@ class Datastore:
         fmt.check_dim(self.lm.hidden_size)
         if fmt == self.key_format:  # the same format keeps its trained codebook
             fmt = self.key_format
-        self._encode_indices(range(len(self.chunks)))
+        if self.key_mode == "precomputed":
+            self._encode_indices(range(len(self.chunks)))
         if self._passage_emb is None:
             self.passage_retriever("dense")
+        if self.key_mode != "precomputed":
+            return self._save_without_keys(Path(path), _fail_after)
         rows = []
         start = 0
         ids, offs = [], []
@@ -396,6 +441,15 @@ class Datastore:
         persist.write_generation(root, manifest, rows, arrays, doc_rows, fail_after=_fail_after)
         return root
 
+    def _save_without_keys(self, root: Path, fail_after: str | None) -> Path:
+        """Save an on-the-fly datastore: chunks, documents and passage embeddings, no keys."""
+        rows = [chunk_row(c, 0, 0) for c in self.chunks]
+        arrays = {"passages.npy": np.asarray(self._passage_emb, dtype=np.float32)}
+        manifest = self.manifest(self.key_format, 0)
+        manifest.update(format_version=2, key_format=None, key_dtype=None)
+        persist.write_generation(root, manifest, rows, arrays, self.document_rows(), fail_after=fail_after)
+        return root
+
     def manifest(self, fmt: KeyFormat, n_tokens: int) -> dict[str, Any]:
         """The manifest fields of a save of this store with keys in ``fmt`` (the file list is added on write)."""
         return {
@@ -410,6 +464,8 @@ class Datastore:
             "key_dtype": fmt.name,
             "key_format": fmt.manifest(),
             "passage_encoder": "all-MiniLM-L6-v2",
+            "key_mode": self.key_mode,
+            "key_cache_chunks": self.key_cache_chunks,
         }
 
     def document_rows(self) -> list[dict[str, Any]]:
@@ -500,30 +556,38 @@ class Datastore:
             )
         rows = persist.read_chunk_table(root, man, verify=verify)
         doc_rows = persist.read_chunk_table(root, man, verify=verify, fname="documents.jsonl")
-        token_ids = persist.open_array(root, man, "token_ids.npy", mmap=mmap, verify=verify)
-        offsets = persist.open_array(root, man, "offsets.npy", mmap=mmap, verify=verify)
-        fmt = _stored_key_format(root, man, lm.hidden_size, mmap=mmap, verify=verify)
-        key_arrays = {
-            name: persist.open_array(root, man, f"{name}.npy", mmap=mmap, verify=verify)
-            for name in fmt.row_arrays(lm.hidden_size)
-        }
         passages = persist.open_array(root, man, "passages.npy", mmap=False, verify=verify)
-        n = int(man.get("n_tokens", -1))
-        shapes_ok = len(token_ids) == len(offsets) == n and all(
-            len(a) == n and a.shape[1:] == shape
-            for a, (_, shape) in zip(key_arrays.values(), fmt.row_arrays(lm.hidden_size).values(), strict=True)
-        )
-        if not shapes_ok:
-            raise DatastoreError(f"{root}: array shapes do not match the manifest (damaged datastore)")
         if len(rows) != len(passages):
             raise DatastoreError(f"{root}: {len(rows)} chunks but {len(passages)} passage embeddings")
+        key_mode = man.get("key_mode", "precomputed")
+        if key_mode not in KEY_MODES:
+            raise DatastoreError(f"{root}: unknown key_mode {key_mode!r} in the manifest")
         chunks: list[Chunk] = []
         chunk_keys: list[ChunkKeys | None] = []
+        fmt = KeyFormat.parse("float16")
+        if key_mode == "precomputed":
+            fmt = _stored_key_format(root, man, lm.hidden_size, mmap=mmap, verify=verify)
+            token_ids = persist.open_array(root, man, "token_ids.npy", mmap=mmap, verify=verify)
+            offsets = persist.open_array(root, man, "offsets.npy", mmap=mmap, verify=verify)
+            key_arrays = {
+                name: persist.open_array(root, man, f"{name}.npy", mmap=mmap, verify=verify)
+                for name in fmt.row_arrays(lm.hidden_size)
+            }
+            n = int(man.get("n_tokens", -1))
+            shapes_ok = len(token_ids) == len(offsets) == n and all(
+                len(a) == n and a.shape[1:] == shape
+                for a, (_, shape) in zip(key_arrays.values(), fmt.row_arrays(lm.hidden_size).values(), strict=True)
+            )
+            if not shapes_ok:
+                raise DatastoreError(f"{root}: array shapes do not match the manifest (damaged datastore)")
         for r in rows:
+            chunks.append(Chunk(r["text"], r["chunk_id"], r["doc_id"], int(r["doc_offset"]), r.get("metadata") or {}))
+            if key_mode != "precomputed":
+                chunk_keys.append(None)
+                continue
             s, m = int(r["token_start"]), int(r["n_tokens"])
             if s < 0 or s + m > n:
                 raise DatastoreError(f"{root}: chunk {r['chunk_id']!r} points outside the key file")
-            chunks.append(Chunk(r["text"], r["chunk_id"], r["doc_id"], int(r["doc_offset"]), r.get("metadata") or {}))
             view = fmt.view({name: a[s : s + m] for name, a in key_arrays.items()})
             chunk_keys.append(ChunkKeys(token_ids[s : s + m], offsets[s : s + m], view))  # type: ignore[arg-type]
         return cls(
@@ -535,6 +599,8 @@ class Datastore:
             max_tokens=max_tokens,
             documents=[Document(r["doc_id"], r["text"], r.get("metadata") or {}) for r in doc_rows],
             key_format=fmt,
+            key_mode=key_mode,
+            key_cache_chunks=int(man.get("key_cache_chunks", 1024)),
         )
 
 

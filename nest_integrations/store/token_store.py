@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -53,37 +54,65 @@ class TokenStore:
         encode_fn: Callable[[Sequence[int]], list[ChunkKeys]],
         *,
         lock: AbstractContextManager[object] | None = None,
+        capacity: int | None = None,
     ) -> None:
+        if capacity is not None and capacity < 0:
+            raise ValueError("capacity must be None (keep every chunk's keys) or >= 0")
         self.n_chunks = n_chunks
+        #: chunks whose keys are kept: None = all (precomputed or kept once encoded); 0 = none (encoded
+        #: per request, as the paper does); N = the N most recently used (an LRU cache)
+        self.capacity = capacity
         self._encode_fn = encode_fn
-        self._keys: dict[int, ChunkKeys] = {}
+        self._keys: OrderedDict[int, ChunkKeys] = OrderedDict()
         self._lock: AbstractContextManager[object] = lock if lock is not None else threading.RLock()
+        #: chunks encoded so far (every call of ``encode_fn`` counts its chunks)
+        self.encoded_chunks = 0
 
     def __contains__(self, index: int) -> bool:
         return index in self._keys
 
     def get(self, index: int) -> ChunkKeys:
-        self.ensure([index])
-        return self._keys[index]
+        return self.gather([index])[index]
 
     def put(self, index: int, keys: ChunkKeys) -> None:
         with self._lock:
-            self._keys[index] = keys
+            self._keep(index, keys)
 
-    def ensure(self, indices: Sequence[int]) -> int:
-        """Encode the chunks among ``indices`` that have no keys yet; returns how many this call encoded.
+    def _keep(self, index: int, keys: ChunkKeys) -> None:
+        if self.capacity == 0:
+            return
+        self._keys[index] = keys
+        self._keys.move_to_end(index)
+        if self.capacity is not None:
+            while len(self._keys) > self.capacity:
+                self._keys.popitem(last=False)
+
+    def gather(self, indices: Sequence[int]) -> dict[int, ChunkKeys]:
+        """The keys of ``indices``, encoding the chunks that have none (kept as ``capacity`` allows).
 
         A chunk is encoded once however many threads ask for it at the same time: the others wait for
-        it and find it filled.
+        it and find it filled (with ``capacity=0`` each request encodes its own chunks).
         """
-        if all(i in self._keys for i in indices):  # the common case, without waiting for the lock
-            return 0
+        keys = self._keys
+        if self.capacity is None and all(i in keys for i in indices):  # the common case, without the lock
+            return {i: keys[i] for i in indices}
         with self._lock:
-            missing = sorted({i for i in indices if i not in self._keys})
+            out = {i: keys[i] for i in indices if i in keys}
+            for i in out:
+                keys.move_to_end(i)
+            missing = sorted({i for i in indices if i not in out})
             if missing:
+                self.encoded_chunks += len(missing)
                 for i, ck in zip(missing, self._encode_fn(missing), strict=True):
-                    self._keys[i] = ck
-            return len(missing)
+                    out[i] = ck
+                    self._keep(i, ck)
+            return out
+
+    def ensure(self, indices: Sequence[int]) -> int:
+        """Encode the chunks among ``indices`` that have no keys yet; returns how many this call encoded."""
+        before = self.encoded_chunks
+        self.gather(indices)
+        return self.encoded_chunks - before
 
     def precompute(self) -> None:
         """Encode every chunk now (indexing time)."""
@@ -93,8 +122,7 @@ class TokenStore:
         self, chunk_indices: Sequence[int], texts: Sequence[str], device: torch.device | str = "cpu"
     ) -> RequestStore:
         """Gather the entries of ``chunk_indices`` (whose texts are ``texts``) into a :class:`RequestStore`."""
-        self.ensure(chunk_indices)
-        keys = self._keys
+        keys = self.gather(chunk_indices)
         return RequestStore([(i, keys[i]) for i in chunk_indices], texts, device=device)
 
 
@@ -130,7 +158,9 @@ class RequestStore:
         keys = np.concatenate(key_parts) if key_parts else np.zeros((0, dim), np.float32)
         self.keys = torch.from_numpy(keys).to(device)
         self.sq_norms = (self.keys * self.keys).sum(-1)
-        self.values = torch.from_numpy(np.concatenate(val_parts).astype(np.int64) if val_parts else np.zeros(0, np.int64)).to(device)
+        self.values = torch.from_numpy(
+            np.concatenate(val_parts).astype(np.int64) if val_parts else np.zeros(0, np.int64)
+        ).to(device)
         self.entry_chunk = torch.from_numpy(np.concatenate(chunk_parts) if chunk_parts else np.zeros(0, np.int64))
         self.entry_pos = torch.from_numpy(np.concatenate(pos_parts) if pos_parts else np.zeros(0, np.int64))
         self.mask = torch.zeros(len(self.values), dtype=torch.bool, device=self.keys.device)
