@@ -29,6 +29,14 @@ def configure_index(p: argparse.ArgumentParser) -> None:
         "(product quantisation, M bytes a token, e.g. pq96); default: the stored datastore's, else float16. "
         "Giving another one converts a stored datastore's keys",
     )
+    p.add_argument(
+        "--key-mode",
+        choices=["precomputed", "on_the_fly", "cached"],
+        default=None,
+        help="precomputed (default): keys computed now and saved; on_the_fly: no keys saved, each question encodes "
+        "the passages it retrieved (the paper's way; for a GPU or a huge corpus); cached: on the fly, keeping "
+        "recently used passages' keys in memory",
+    )
     p.add_argument("--rebuild", action="store_true", help="build from scratch even if --out holds a datastore")
     p.add_argument("--prune", action="store_true", help="also delete stored documents that are not in PATH")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -61,11 +69,13 @@ def run_index(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS,
         progress=not args.quiet,
         key_format=args.key_format,
+        key_mode=args.key_mode,
     )
-    write(
-        f"{args.out}: {len(store.doc_ids)} documents, {len(store)} chunks, {store.n_tokens:,} tokens, "
-        f"{store.key_format.name} keys ({report.summary()})\n"
-    )
+    if store.key_mode == "precomputed":
+        keys = f"{store.n_tokens:,} tokens, {store.key_format.name} keys"
+    else:
+        keys = f"keys {store.key_mode.replace('_', ' ')} (none stored)"
+    write(f"{args.out}: {len(store.doc_ids)} documents, {len(store)} chunks, {keys} ({report.summary()})\n")
     return 0
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from nest_integrations.chunks import Chunk, Document, validate_chunks
 from nest_integrations.datastore import persist
 from nest_integrations.datastore.builder import build_on_disk
-from nest_integrations.datastore.datastore import DEFAULT_MAX_TOKENS, Datastore
+from nest_integrations.datastore.datastore import DEFAULT_MAX_TOKENS, Datastore, KeyMode
+from nest_integrations.errors import DatastoreError
 from nest_integrations.models import LoadedModel
 from nest_integrations.store import KeyFormat
 from nest_integrations.store.key_formats import DEFAULT_KEY_FORMAT
@@ -111,6 +112,7 @@ def index_documents(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     progress: bool = False,
     key_format: str | KeyFormat | None = None,
+    key_mode: KeyMode | None = None,
 ) -> tuple[Datastore, SyncReport]:
     """Build or update the datastore saved in directory ``path`` from ``chunks`` and save it.
 
@@ -120,6 +122,8 @@ def index_documents(
     next call; every document counts as added). The dense passage index is computed before the atomic save.
     ``key_format`` (``float16``, ``int8``, ``pq<M>``): how keys are stored; default: the stored datastore's
     format, ``float16`` for a new one. Giving another format for a stored datastore converts its keys.
+    ``key_mode`` (a new datastore only; default ``precomputed``): ``on_the_fly`` / ``cached`` store no keys
+    (each request encodes the chunks it retrieved; see :class:`Datastore`).
 
     Returns:
         The saved datastore and what changed.
@@ -133,6 +137,11 @@ def index_documents(
     doc_list = list(documents)
     if has_datastore(path) and not rebuild:
         store = Datastore.load(path, lm, max_tokens=max_tokens)
+        if key_mode is not None and key_mode != store.key_mode:
+            raise DatastoreError(
+                f"{path} holds a datastore with key_mode={store.key_mode!r}; rebuild it (`--rebuild`) to change "
+                f"it to {key_mode!r}"
+            )
         report = sync_documents(store, chunk_list, doc_list, prune=prune, progress=progress)
         converting = key_format is not None and KeyFormat.parse(key_format) != store.key_format
         if report.added or report.updated or report.deleted or converting:
@@ -141,6 +150,12 @@ def index_documents(
             if converting:
                 store = Datastore.load(path, lm, max_tokens=max_tokens)
         return store, report
+    if key_mode not in (None, "precomputed"):
+        store = Datastore.build(
+            lm, chunk_list, documents=doc_list, max_tokens=max_tokens, key_mode=key_mode, progress=progress
+        )
+        store.save(path)
+        return store, SyncReport(added=len(store.doc_ids))
     store = build_on_disk(
         path,
         lm,

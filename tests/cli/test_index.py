@@ -86,3 +86,25 @@ def test_index_unknown_key_format(tmp_path: Path) -> None:
     proc = run_cli("index", str(tmp_path), "--out", str(tmp_path / "store"), "--key-format", "int4")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "unknown key format 'int4'" in proc.stderr and not (tmp_path / "store").exists()
+
+
+@needs_model
+def test_index_on_the_fly_keys(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _index_files(docs)
+    store = tmp_path / "store"
+    proc = run_cli("index", str(docs), "--out", str(store), "--quiet", "--key-mode", "on_the_fly")
+    assert proc.returncode == 0, proc.stderr
+    assert "keys on the fly (none stored)" in proc.stdout
+    files = json.loads((store / "manifest.json").read_text())["files"]
+    assert "keys.npy" not in files and "passages.npy" in files
+    proc = run_cli("ask", "Who won Super Bowl 50?", "--store", str(store), "--json", "--max-new-tokens", "32")
+    assert proc.returncode == 0, proc.stderr
+    spans = json.loads(proc.stdout)["spans"]
+    assert spans
+    for s in spans:
+        on_disk = open(s["source"], encoding="utf-8", newline="").read()  # noqa: SIM115
+        assert on_disk[s["doc_start"] : s["doc_end"]] == s["text"]
+    proc = run_cli("index", str(docs), "--out", str(store), "--quiet", "--key-mode", "precomputed")
+    assert proc.returncode == 2 and "--rebuild" in proc.stderr
