@@ -1,126 +1,203 @@
-"""Indexing benchmark (issue 4): key-building throughput vs the same model's base forward, disk, memory, load.
+"""Indexing benchmark (issues 4 and 15): streamed build time, tokens/s vs the bare forward, peak RSS, bytes per
+token of each key format, load time — at several corpus sizes, each build in a fresh process.
 
-Both paths run the SAME length-sorted, padded batches in the same dtype, interleaved batch by batch:
-the base forward is the decoder stack alone (no LM head, no hidden states kept); key building is what
-:class:`~nest_integrations.store.KeyEncoder` does (hidden states of the key layer → float16 → host
-arrays). Then the whole :meth:`Datastore.build` + ``save`` + ``load`` are timed, the bytes on disk
-counted (everything in the store folder), and the process' peak RSS reported.
+The corpus is every text of the dev data together (squad-dev200/corpus_full, nq-dev200/corpus, the WikiText
+articles: ~0.9M tokens), cut to the first documents holding ``--sizes`` tokens (``full`` = all of it);
+``--repeat K`` indexes it K times over (documents copied under new ids) to show that peak memory does not
+grow with the corpus. Each size runs in its own child process, so its peak RSS (``ru_maxrss``) is its own:
 
-    python benchmarks/bench_index.py --dtype bfloat16 --out docs/bench_index.json
+1. model load, then (default model only) base forward vs key building on every ``--sample-every``-th batch,
+   the same length-sorted padded batches, interleaved;
+2. :func:`~nest_integrations.datastore.build_on_disk` (tokenize, size check, keys streamed to disk,
+   passage embeddings, atomic save) — peak RSS is read right after it;
+3. load (checksums verified / not), then conversion to each of ``--formats`` (bytes per token of every file).
+
+``--model tiny576`` is a randomly initialised 2-layer Llama as wide as the default model (576): its keys are
+as large, its forward ~15× cheaper, so 3× the corpus fits in minutes — it measures the memory of the build
+path, not the speed of the default model.
+
+    python benchmarks/bench_index.py --dtype bfloat16 --sizes 100000,full --out docs/results/index-cpu.json
+    python benchmarks/bench_index.py --model tiny576 --sizes full --repeat 1,3 --formats none --out docs/results/index-rss-cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from nest_integrations import Document, load_model
-from nest_integrations.chunks import chunks_from_documents
-from nest_integrations.datastore import Datastore
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SOURCES = ("squad-dev200/corpus_full.jsonl", "nq-dev200/corpus.jsonl", "wikitext2-test/articles.jsonl")
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-dev200" / "corpus_full.jsonl"
-    ap.add_argument("--corpus", default=str(default))
-    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=None, help="only the first N documents")
-    ap.add_argument("--sample-every", type=int, default=4, help="compare base vs keys on every N-th batch")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+def _model(name: str, dtype: str) -> Any:
+    from nest_integrations import load_model
+
+    if name == "default":
+        return load_model(dtype=dtype)
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from nest_integrations.models import LoadedModel, default_model_dir
+
+    tok = AutoTokenizer.from_pretrained(str(default_model_dir()))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=576, intermediate_size=1536, num_hidden_layers=2, num_attention_heads=9,
+        num_key_value_heads=3, max_position_embeddings=8192, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.eos_token_id, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = LlamaForCausalLM(cfg).to(getattr(torch, dtype)).eval()
+    return LoadedModel(model=model, tokenizer=tok, model_id="tiny-random-llama-576", path=Path("."), dtype=dtype)
+
+
+def _corpus(lm: Any, tokens: int | None, repeat: int) -> list[Any]:
+    from nest_integrations import Document
+
+    docs, n = [], 0
+    for src in SOURCES:
+        for line in (DATA / src).open(encoding="utf-8"):
+            r = json.loads(line)
+            if tokens is not None and n >= tokens:
+                break
+            docs.append(Document(f"{src.split('/')[0]}:{r['id']}", r["text"], {"title": r.get("title", "")}))
+            n += len(lm.tokenizer(r["text"], add_special_tokens=False)["input_ids"])
+    return [Document(d.doc_id + (f"#{k}" if k else ""), d.text, d.metadata) for k in range(repeat) for d in docs]
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """One size in this process: the figures as a dict."""
+    from nest_integrations.chunks import chunks_from_documents
+    from nest_integrations.datastore import Datastore, build_on_disk
+
     torch.set_num_threads(args.threads)
-    lm = load_model(dtype=args.dtype)
-    recs = [json.loads(line) for line in open(args.corpus, encoding="utf-8")][: args.limit]
-    docs = [Document(r["id"], r["text"], {"title": r.get("title", "")}) for r in recs]
+    lm = _model(args.model, args.dtype)
+    rss_model = _rss_mb()
+    tokens = None if args.size == "full" else int(args.size)
+    docs = _corpus(lm, tokens, args.repeat_one)
     chunks = chunks_from_documents(docs)
-    rss_after_load = _rss_mb()
-
-    # 1) interleaved per batch: base forward vs key building, same batches
-    store = Datastore(lm, chunks)
-    enc = store.encoder
-    toks = [enc.tokenize(c.text) for c in store.chunks]
-    n_tokens = sum(len(t[0]) for t in toks)
-    batches = enc.batches(toks)
-    sampled = sum(len(toks[i][0]) for b in batches[:: args.sample_every] for i in b)
-    results: list = [None] * len(toks)
-    t_base = t_keys = 0.0
-    with torch.inference_mode():
-        enc._run(batches[0], toks, results, None)  # warm-up
-        enc.body(*[x for x in enc.padded_batch(batches[0], toks)], use_cache=False)
-        for b in batches[:: args.sample_every]:
-            ids, mask = enc.padded_batch(b, toks)
-            t = time.perf_counter()
-            enc.body(input_ids=ids, attention_mask=mask, use_cache=False)
-            t_base += time.perf_counter() - t
-            t = time.perf_counter()
-            enc._run(b, toks, results, None)
-            t_keys += time.perf_counter() - t
-
-    # 2) the real thing: build (tokenize, size check, keys, passage embeddings), save, load
-    t = time.perf_counter()
-    built = Datastore.build(lm, chunks, progress=False)
-    build_s = time.perf_counter() - t
-    t = time.perf_counter()
-    built.passage_retriever("dense")
-    passages_s = time.perf_counter() - t
-    tmp = Path(tempfile.mkdtemp(prefix="nest-bench-"))
+    out: dict[str, Any] = {"size": args.size, "repeat": args.repeat_one, "documents": len(docs), "chunks": len(chunks)}
+    out["rss_after_model_load_mb"] = rss_model
+    if args.model == "default" and args.sample_every > 0:
+        probe = Datastore(lm, chunks[: max(1, len(chunks) // args.sample_every)])
+        enc = probe.encoder
+        toks = [enc.tokenize(c.text) for c in probe.chunks]
+        batches = enc.batches(toks)
+        t_base = t_keys = 0.0
+        sampled = 0
+        with torch.inference_mode():
+            enc.encode_batch(batches[0], toks)  # warm-up
+            for b in batches:
+                ids, mask = enc.padded_batch(b, toks)
+                t = time.perf_counter()
+                enc.body(input_ids=ids, attention_mask=mask, use_cache=False)
+                t_base += time.perf_counter() - t
+                t = time.perf_counter()
+                enc.encode_batch(b, toks)
+                t_keys += time.perf_counter() - t
+                sampled += sum(len(toks[i][0]) for i in b)
+        out.update(
+            compared_tokens=sampled,
+            base_forward_tok_per_s=sampled / t_base,
+            key_building_tok_per_s=sampled / t_keys,
+            key_vs_base_throughput=t_base / t_keys,
+        )
+        del probe, toks, batches
+    tmp = Path(tempfile.mkdtemp(prefix="nest-bench-index-"))
     try:
         t = time.perf_counter()
-        built.save(tmp / "store")
-        save_s = time.perf_counter() - t
-        disk = sum(p.stat().st_size for p in (tmp / "store").rglob("*") if p.is_file())
-        per_file = {p.name: p.stat().st_size for p in (tmp / "store").rglob("*") if p.is_file()}
+        store = build_on_disk(tmp / "store", lm, chunks, documents=docs, progress=False, max_tokens=10**9)
+        build_s = time.perf_counter() - t
+        out["peak_rss_build_mb"] = _rss_mb()
+        out["tokens"] = store.n_tokens
+        out["build_s"] = build_s
+        out["build_tok_per_s"] = store.n_tokens / build_s
+        out["formats"] = {"float16": _disk(tmp / "store", store.n_tokens)}
+        del store
         t = time.perf_counter()
-        loaded = Datastore.load(tmp / "store", lm)
-        load_s = time.perf_counter() - t
+        Datastore.load(tmp / "store", lm)
+        out["load_s_verified"] = time.perf_counter() - t
         t = time.perf_counter()
-        Datastore.load(tmp / "store", lm, verify=False)
-        load_noverify_s = time.perf_counter() - t
-        assert len(loaded) == len(built)
+        loaded = Datastore.load(tmp / "store", lm, verify=False)
+        out["load_s_unverified"] = time.perf_counter() - t
+        for fmt in [f for f in args.formats.split(",") if f and f != "none"]:
+            t = time.perf_counter()
+            loaded.save(tmp / fmt, key_format=fmt)
+            conv = time.perf_counter() - t
+            out["formats"][fmt] = dict(_disk(tmp / fmt, loaded.n_tokens), convert_s=conv)
+            t = time.perf_counter()
+            Datastore.load(tmp / fmt, lm)
+            out["formats"][fmt]["load_s_verified"] = time.perf_counter() - t
+            shutil.rmtree(tmp / fmt, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
+
+def _disk(root: Path, n_tokens: int) -> dict[str, Any]:
+    files = {p.name: p.stat().st_size for p in root.rglob("*") if p.is_file()}
+    total = sum(files.values())
+    return {"disk_bytes": total, "bytes_per_token": total / n_tokens, "files": files}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default", choices=["default", "tiny576"])
+    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sizes", default="100000,full", help="comma-separated token counts, or 'full'")
+    ap.add_argument("--repeat", default="1", help="comma-separated: index the corpus this many times over")
+    ap.add_argument("--formats", default="int8,pq96,pq144,pq192", help="key formats converted to (or 'none')")
+    ap.add_argument("--sample-every", type=int, default=8, help="compare base vs keys on 1/N of the chunks (0: off)")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--size", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--repeat-one", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(args)), flush=True)
+        return
+    runs = []
+    for size in args.sizes.split(","):
+        for rep in (int(r) for r in args.repeat.split(",")):
+            cmd = [
+                sys.executable, __file__, "--child", "--size", size, "--repeat-one", str(rep), "--model", args.model,
+                "--dtype", args.dtype, "--threads", str(args.threads), "--formats", args.formats,
+                "--sample-every", str(args.sample_every),
+            ]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if proc.returncode or line is None:
+                raise SystemExit(f"size {size} x{rep} failed:\n{proc.stderr[-3000:]}")
+            run = json.loads(line[7:])
+            runs.append(run)
+            print(json.dumps({k: v for k, v in run.items() if k != "formats"}), flush=True)
+            for fmt, f in run["formats"].items():
+                print(f"  {fmt}: {f['bytes_per_token']:.1f} bytes/token", flush=True)
     out = {
         "command": "python benchmarks/bench_index.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"
-        ),
-        "machine": {"platform": platform.platform(), "cpu_count": __import__("os").cpu_count(), "threads": args.threads},
-        "model": lm.model_id,
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if v is not None and k not in ("out", "child", "size", "repeat_one")
+        ),  # fmt: skip
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads},
+        "model": args.model,
         "dtype": args.dtype,
-        "documents": len(docs),
-        "chunks": len(chunks),
-        "tokens": n_tokens,
-        "batches": len(batches),
-        "compared_tokens": sampled,
-        "base_forward_tok_per_s": sampled / t_base,
-        "key_building_tok_per_s": sampled / t_keys,
-        "key_vs_base_throughput": t_base / t_keys,
-        "build_s": build_s,
-        "build_tok_per_s": n_tokens / build_s,
-        "passage_embeddings_s": passages_s,
-        "save_s": save_s,
-        "disk_bytes": disk,
-        "disk_bytes_per_token": disk / n_tokens,
-        "disk_files": per_file,
-        "load_s_verified": load_s,
-        "load_s_unverified": load_noverify_s,
-        "peak_rss_mb": _rss_mb(),
-        "rss_after_model_load_mb": rss_after_load,
+        "runs": runs,
     }
-    print(json.dumps(out, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
 

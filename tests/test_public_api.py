@@ -76,3 +76,27 @@ def test_cli_does_not_import_the_server_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_datastore_and_store_all_are_pinned():
+    import nest_integrations.datastore as ds
+    import nest_integrations.store as st
+
+    assert sorted(ds.__all__) == sorted(
+        [
+            "Datastore",
+            "DEFAULT_MAX_TOKENS",
+            "FORMAT_VERSION",
+            "SyncReport",
+            "build_on_disk",
+            "has_datastore",
+            "index_documents",
+            "sync_documents",
+        ]
+    )
+    assert sorted(st.__all__) == sorted(
+        ["ChunkKeys", "EncodedKeys", "KeyEncoder", "KeyFormat", "RequestStore", "TokenStore"]
+    )
+    for mod in (ds, st):
+        for name in mod.__all__:
+            assert hasattr(mod, name)
