@@ -26,7 +26,8 @@ def configure_index(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FORMAT",
         help="how token keys are stored: float16 (1,152 bytes a token with the default model), int8 (578) or pqM "
-        "(product quantisation, M bytes a token, e.g. pq96); default: the stored datastore's, else float16. "
+        "(product quantisation, M bytes a token, e.g. pq192); default: the stored datastore's, else pq192 for the "
+        "default model (D/3 codes a token; float16 under 10,000 tokens; docs/scale.md). "
         "Giving another one converts a stored datastore's keys",
     )
     p.add_argument(
@@ -48,7 +49,7 @@ def run_index(args: argparse.Namespace) -> int:
     from nest_integrations.datastore import DEFAULT_MAX_TOKENS, Datastore, has_datastore, index_documents
     from nest_integrations.store import KeyFormat
 
-    if args.key_format is not None:
+    if args.key_format not in (None, "auto"):
         KeyFormat.parse(args.key_format)  # a typo fails before the model loads
     documents, chunks = read_files(args.paths, args.chunk_size)
     how = "--dtype"

@@ -43,7 +43,7 @@ from nest_integrations.datastore.datastore import DEFAULT_MAX_TOKENS, Datastore,
 from nest_integrations.errors import DatastoreError, PromptTooLongError
 from nest_integrations.models import LoadedModel
 from nest_integrations.store import KeyFormat
-from nest_integrations.store.key_formats import DEFAULT_KEY_FORMAT
+from nest_integrations.store.key_formats import AUTO_KEY_FORMAT
 
 __all__ = ["build_on_disk", "STAGING_DIR"]
 
@@ -134,7 +134,7 @@ def build_on_disk(
     *,
     documents: Iterable[Document] = (),
     key_layer: int = -2,
-    key_format: str | KeyFormat = DEFAULT_KEY_FORMAT,
+    key_format: str | KeyFormat = AUTO_KEY_FORMAT,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     batch_tokens: int = 4096,
     progress: bool = True,
@@ -150,7 +150,8 @@ def build_on_disk(
         path: the datastore directory (created).
         lm: the model (its dtype decides the keys: bfloat16 builds ~3× faster than float32 on a CPU with bf16).
         chunks: the chunks to index; documents: the original documents, kept for citations' line numbers.
-        key_format: ``float16`` | ``int8`` | ``pq<M>`` (:class:`~nest_integrations.store.KeyFormat`).
+        key_format: ``auto`` (default: :meth:`KeyFormat.auto <nest_integrations.store.KeyFormat.auto>`, product
+            quantisation with D/3 codes a token, float16 under 10,000 tokens) | ``float16`` | ``int8`` | ``pq<M>``.
         max_tokens: refuse corpora with more tokens than this, before computing any key.
         batch_tokens: padded tokens per forward batch (part of the plan: changing it restarts the build).
         progress: a progress bar with tokens/s and ETA.
@@ -161,7 +162,8 @@ def build_on_disk(
         PromptTooLongError: a chunk longer than the model's context window.
     """
     chunk_list = validate_chunks(chunks)
-    fmt = KeyFormat.parse(key_format)
+    auto = isinstance(key_format, str) and key_format.strip().lower() == AUTO_KEY_FORMAT
+    fmt = KeyFormat("float16") if auto else KeyFormat.parse(key_format)
     store = Datastore(lm, chunk_list, key_layer=key_layer, max_tokens=max_tokens, documents=documents, key_format=fmt)
     store._check_budget_chars(chunk_list)
     root = Path(path)
@@ -182,6 +184,8 @@ def build_on_disk(
         toks.append((ids, offs))
     batches = enc.batches(toks)
     dim = lm.hidden_size
+    if auto:
+        fmt = store.key_format = KeyFormat.auto(dim, n_tokens)
     stage_fmt = KeyFormat.parse("float16") if fmt.is_pq else fmt
     plan = {"plan_id": _plan_id(store, fmt, batch_tokens, chunk_list), "n_tokens": n_tokens, "n_batches": len(batches)}
     try:

@@ -21,7 +21,7 @@ from nest_integrations.datastore.datastore import DEFAULT_MAX_TOKENS, Datastore,
 from nest_integrations.errors import DatastoreError
 from nest_integrations.models import LoadedModel
 from nest_integrations.store import KeyFormat
-from nest_integrations.store.key_formats import DEFAULT_KEY_FORMAT
+from nest_integrations.store.key_formats import AUTO_KEY_FORMAT
 
 __all__ = ["SyncReport", "has_datastore", "index_documents", "sync_documents"]
 
@@ -121,7 +121,7 @@ def index_documents(
     (:func:`~nest_integrations.datastore.build_on_disk`: bounded memory, an interrupted build resumes on the
     next call; every document counts as added). The dense passage index is computed before the atomic save.
     ``key_format`` (``float16``, ``int8``, ``pq<M>``): how keys are stored; default: the stored datastore's
-    format, ``float16`` for a new one. Giving another format for a stored datastore converts its keys.
+    format, ``auto`` for a new one (product quantisation, D/3 codes a token; float16 under 10,000 tokens). Giving another format for a stored datastore converts its keys.
     ``key_mode`` (a new datastore only; default ``precomputed``): ``on_the_fly`` / ``cached`` store no keys
     (each request encodes the chunks it retrieved; see :class:`Datastore`).
 
@@ -143,6 +143,8 @@ def index_documents(
                 f"it to {key_mode!r}"
             )
         report = sync_documents(store, chunk_list, doc_list, prune=prune, progress=progress)
+        if isinstance(key_format, str) and key_format.strip().lower() == AUTO_KEY_FORMAT:
+            key_format = None  # a stored datastore keeps its format
         converting = key_format is not None and KeyFormat.parse(key_format) != store.key_format
         if report.added or report.updated or report.deleted or converting:
             store.passage_retriever("dense")
@@ -163,6 +165,6 @@ def index_documents(
         documents=doc_list,
         max_tokens=max_tokens,
         progress=progress,
-        key_format=key_format or DEFAULT_KEY_FORMAT,
+        key_format=key_format or AUTO_KEY_FORMAT,
     )
     return store, SyncReport(added=len(store.doc_ids))

@@ -451,7 +451,8 @@ def _retrieval_recall(engine: NestEngine, items: Sequence[EvalItem], ks: Sequenc
         for it in gold_items
     ]
     return {
-        f"recall@{k}": sum(1 for it, h in zip(gold_items, hits, strict=True) if set(h[:k]) & set(it.gold_doc_ids)) / len(gold_items)
+        f"recall@{k}": sum(1 for it, h in zip(gold_items, hits, strict=True) if set(h[:k]) & set(it.gold_doc_ids))
+        / len(gold_items)
         for k in ks
     }
 
@@ -497,7 +498,7 @@ def _cached_engine(
         store = Datastore.load(path, lm)
     else:
         chunks = chunks_from_documents(list(corpus), chunk_size=chunk_size)
-        store = build_on_disk(path, lm, chunks, documents=corpus, key_layer=cfg.key_layer)
+        store = build_on_disk(path, lm, chunks, documents=corpus, key_layer=cfg.key_layer, key_format="float16")
     if fmt.name != "float16":
         converted = cached_store_path(lm, corpus, cfg.key_layer, chunk_size, cache_dir, fmt.name)
         if not (converted / "manifest.json").exists():
@@ -520,9 +521,7 @@ def _open_records(path: Path, cfg: NestConfig, max_new_tokens: int | None):
             except ConfigError:
                 pass  # not a config of this version: the comparison below refuses it
         if first != header:
-            raise ConfigError(
-                f"{path} holds records of another configuration; use a new --records file (or delete it)"
-            )
+            raise ConfigError(f"{path} holds records of another configuration; use a new --records file (or delete it)")
         for line in lines[1:]:
             if line.strip():
                 try:
@@ -718,9 +717,7 @@ def run_eval(
             "key_format": KeyFormat.parse(key_format).name,
         },
         "index_s": index_s,
-        "retrieval": (
-            _retrieval_recall(shared, items, (1, 3, 5)) if shared is not None and mode == "qa" else None
-        ),
+        "retrieval": (_retrieval_recall(shared, items, (1, 3, 5)) if shared is not None and mode == "qa" else None),
         "systems": summarize(mode, records, names),
         "records": records,
     }

@@ -37,8 +37,12 @@ __all__ = ["KeyFormat", "EncodedKeys", "KEY_FORMATS", "DEFAULT_KEY_FORMAT", "den
 
 #: the formats :meth:`KeyFormat.parse` accepts (``pqM`` for any M dividing the hidden size)
 KEY_FORMATS = ("float16", "int8", "pqM")
-#: the format a new datastore uses unless told otherwise
+#: the format an in-memory :class:`~nest_integrations.datastore.Datastore` saves in unless told otherwise
 DEFAULT_KEY_FORMAT = "float16"
+#: ``nest index`` / ``build_on_disk``'s default: :meth:`KeyFormat.auto` (product quantisation, D/3 codes a token)
+AUTO_KEY_FORMAT = "auto"
+#: below this many tokens ``auto`` keeps float16 keys (a small datastore is small anyway)
+AUTO_MIN_TOKENS = 10_000
 
 _PQ_RE = re.compile(r"^pq(\d+)$")
 _KSUB = 256  # centroids per PQ sub-space (8-bit codes)
@@ -78,6 +82,16 @@ class KeyFormat:
             f"unknown key format {spec!r}; expected 'float16', 'int8' or 'pq<M>' (product quantisation with M "
             "one-byte codes per token, M dividing the model's hidden size, e.g. 'pq96')"
         )
+
+    @classmethod
+    def auto(cls, dim: int, n_tokens: int) -> KeyFormat:
+        """The default format of a datastore built on disk: ``pq<D/3>`` (three dimensions per one-byte code),
+        chosen on both dev sets (docs/scale.md: pq192 for the 576-wide default model, 237 bytes a token all files
+        counted, strict recall equal to float16's, 94% top-r neighbour overlap); float16 for fewer than
+        ``AUTO_MIN_TOKENS`` tokens or a width not divisible by 3."""
+        if n_tokens < AUTO_MIN_TOKENS or dim % 3:
+            return cls("float16")
+        return cls(f"pq{dim // 3}", m=dim // 3)
 
     # ---- what it stores -------------------------------------------------------------------------
     @property
