@@ -16,6 +16,8 @@ __all__ = [
     "EmptyQuestionError",
     "PromptTooLongError",
     "DatastoreError",
+    "VectorStoreError",
+    "EmbeddingSizeError",
     "OffsetError",
     "DuplicateIdError",
     "DocumentLoadError",
@@ -60,6 +62,36 @@ class PromptTooLongError(NestError, ValueError):
 
 class DatastoreError(NestError):
     """A datastore is damaged, of an unknown format, or was built with another model."""
+
+
+class VectorStoreError(DatastoreError):
+    """A vector database used as the passage stage does not fit the datastore: a collection of another
+    schema or embedding size, a target that is not a vector store, or retrieved documents that map to no
+    chunk of the datastore (no chunk id, no source + start offset, text not found)."""
+
+
+class EmbeddingSizeError(VectorStoreError, ValueError):
+    """A vector collection holds vectors of another size than the passage encoder gives.
+
+    Attributes:
+        collection: the collection's name.
+        found: the size of its vectors.
+        expected: the encoder's size.
+    """
+
+    def __init__(self, collection: str, found: int, expected: int) -> None:
+        """Say that ``collection`` holds ``found``-dimensional vectors where the encoder gives ``expected``."""
+        super().__init__(
+            f"collection {collection!r} holds {found}-dimensional vectors but the passage encoder gives {expected}: "
+            "it was built with another embedding model; use another collection name (--collection) or drop it"
+        )
+        self.collection = collection
+        self.found = found
+        self.expected = expected
+
+    def __reduce__(self) -> tuple[type[EmbeddingSizeError], tuple[str, int, int]]:
+        """Rebuild with all three arguments (the default would pass only the message)."""
+        return (type(self), (self.collection, self.found, self.expected))
 
 
 class OffsetError(NestError, ValueError):

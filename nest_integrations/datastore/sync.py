@@ -10,7 +10,7 @@ a new one), syncs, and saves it atomically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,11 @@ from nest_integrations.models import LoadedModel
 from nest_integrations.store import KeyFormat
 from nest_integrations.store.key_formats import AUTO_KEY_FORMAT
 
-__all__ = ["SyncReport", "has_datastore", "index_documents", "sync_documents"]
+__all__ = ["ChangeCallback", "SyncReport", "has_datastore", "index_documents", "sync_documents"]
+
+#: ``on_change(kind, doc_id)``, ``kind`` one of ``"added"``, ``"updated"``, ``"deleted"``: called by a sync for each
+#: document it changed, after the change (e.g. to mirror the datastore into a vector database).
+ChangeCallback = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ def sync_documents(
     *,
     prune: bool = False,
     progress: bool = False,
+    on_change: ChangeCallback | None = None,
 ) -> SyncReport:
     """Bring ``store`` in step with the documents that ``chunks`` come from (see the module docstring).
 
@@ -63,6 +68,8 @@ def sync_documents(
         documents: the documents themselves, kept in the store for line numbers and context in citations.
         prune: also delete the stored documents that have no chunk in ``chunks``.
         progress: show a progress bar while new documents' keys are computed.
+        on_change: called ``(kind, doc_id)`` for each added / updated / deleted document once the store holds
+            the change (see :data:`ChangeCallback`).
 
     Raises:
         EmptyCorpusError: ``chunks`` holds no text.
@@ -73,6 +80,7 @@ def sync_documents(
     docs_by_id = {d.doc_id: d for d in documents}
     stored = _by_doc(store.chunks)
     added = updated = unchanged = deleted = 0
+    changes: list[tuple[str, str]] = []
     new_chunks: list[Chunk] = []
     new_docs: list[Document] = []
     for doc_id, cs in given.items():
@@ -81,9 +89,11 @@ def sync_documents(
             if doc_id in docs_by_id:
                 new_docs.append(docs_by_id[doc_id])
             added += 1
+            changes.append(("added", doc_id))
         elif [(c.text, c.doc_offset) for c in stored[doc_id]] != [(c.text, c.doc_offset) for c in cs]:
             store.update(doc_id, cs, document=docs_by_id.get(doc_id))
             updated += 1
+            changes.append(("updated", doc_id))
         else:
             unchanged += 1
     if new_chunks:
@@ -93,6 +103,10 @@ def sync_documents(
         if gone:
             store.delete(gone)
             deleted = len(gone)
+            changes += [("deleted", d) for d in gone]
+    if on_change is not None:
+        for kind, doc_id in changes:
+            on_change(kind, doc_id)
     return SyncReport(added, updated, unchanged, deleted)
 
 
@@ -113,6 +127,7 @@ def index_documents(
     progress: bool = False,
     key_format: str | KeyFormat | None = None,
     key_mode: KeyMode | None = None,
+    on_change: ChangeCallback | None = None,
 ) -> tuple[Datastore, SyncReport]:
     """Build or update the datastore saved in directory ``path`` from ``chunks`` and save it.
 
@@ -124,6 +139,8 @@ def index_documents(
     format, ``auto`` for a new one (product quantisation, D/3 codes a token; float16 under 10,000 tokens). Giving another format for a stored datastore converts its keys.
     ``key_mode`` (a new datastore only; default ``precomputed``): ``on_the_fly`` / ``cached`` store no keys
     (each request encodes the chunks it retrieved; see :class:`Datastore`).
+    ``on_change``: passed to :func:`sync_documents` when a stored datastore is synced, called after it is saved
+    (a new datastore reports nothing: every document is new).
 
     Returns:
         The saved datastore and what changed.
@@ -142,7 +159,10 @@ def index_documents(
                 f"{path} holds a datastore with key_mode={store.key_mode!r}; rebuild it (`--rebuild`) to change "
                 f"it to {key_mode!r}"
             )
-        report = sync_documents(store, chunk_list, doc_list, prune=prune, progress=progress)
+        changes: list[tuple[str, str]] = []
+        report = sync_documents(
+            store, chunk_list, doc_list, prune=prune, progress=progress, on_change=lambda k, d: changes.append((k, d))
+        )
         if isinstance(key_format, str) and key_format.strip().lower() == AUTO_KEY_FORMAT:
             key_format = None  # a stored datastore keeps its format
         converting = key_format is not None and KeyFormat.parse(key_format) != store.key_format
@@ -151,6 +171,9 @@ def index_documents(
             store.save(path, key_format=key_format)
             if converting:
                 store = Datastore.load(path, lm, max_tokens=max_tokens)
+        if on_change is not None:
+            for kind, doc_id in changes:
+                on_change(kind, doc_id)
         return store, report
     if key_mode not in (None, "precomputed"):
         store = Datastore.build(
