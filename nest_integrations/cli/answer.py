@@ -14,6 +14,7 @@ from nest_integrations.cli.common import (
     add_corpus_options,
     add_model_options,
     add_output_options,
+    add_vector_store_options,
     build_config,
     isatty,
     load_corpus,
@@ -34,6 +35,7 @@ def configure_ask(p: argparse.ArgumentParser) -> None:
     """``QUESTION`` and the corpus, model, decoding and output options."""
     p.add_argument("question", metavar="QUESTION", help="the question to answer (quote it)")
     add_corpus_options(p)
+    add_vector_store_options(p)
     add_model_options(p)
     add_config_options(p)
     add_output_options(p)
@@ -122,6 +124,7 @@ def _write_after_answer(
 def configure_chat(p: argparse.ArgumentParser) -> None:
     """The corpus, model and decoding options, ``--json`` and ``--color``."""
     add_corpus_options(p)
+    add_vector_store_options(p)
     add_model_options(p)
     add_config_options(p)
     g = p.add_argument_group("output")
@@ -135,7 +138,22 @@ def configure_chat(p: argparse.ArgumentParser) -> None:
 
 
 def make_engine(args: argparse.Namespace, config: NestConfig) -> tuple[Any, dict[str, str]]:
-    """The engine and document texts for --store, --docs or the demo corpus (shared by ask and chat)."""
+    """The engine and document texts for --store, --docs or the demo corpus (shared by ask and chat);
+    with --vector-store, the --store's passages come from that Milvus collection."""
+    vector_store = getattr(args, "vector_store", None)
+    if vector_store is None and getattr(args, "collection", None) is not None:
+        raise UsageError("--collection needs --vector-store")
+    if vector_store is not None and not args.store:
+        raise UsageError("--vector-store needs --store (the datastore `nest index --vector-store` built with it)")
+    milvus = None
+    if vector_store is not None:  # a bad target or collection fails before the model loads
+        from nest_integrations.langchain.vector_stores import (
+            DEFAULT_COLLECTION,
+            MilvusChunkStore,
+            parse_vector_store,
+        )
+
+        milvus = MilvusChunkStore(parse_vector_store(vector_store), args.collection or DEFAULT_COLLECTION)
     if args.store:
         if args.docs:
             raise UsageError("give either --store or --docs, not both")
@@ -147,7 +165,10 @@ def make_engine(args: argparse.Namespace, config: NestConfig) -> tuple[Any, dict
         store = Datastore.load(args.store, lm)
         if "key_layer" not in dict(args.settings or []):
             config = config.replace(key_layer=store.key_layer)
-        return store.engine(config), {d.doc_id: d.text for d in store.documents.values()}
+        doc_texts = {d.doc_id: d.text for d in store.documents.values()}
+        if milvus is not None:
+            return milvus.engine(store, config), doc_texts
+        return store.engine(config), doc_texts
     documents, chunks = load_corpus(args)
     lm = load_lm(args)
     from nest_integrations.engine import NestEngine

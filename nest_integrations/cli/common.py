@@ -44,6 +44,7 @@ __all__ = [
     "add_abstain_option",
     "add_config_options",
     "add_corpus_options",
+    "add_vector_store_options",
     "add_model_options",
     "add_output_options",
     "build_config",
@@ -179,6 +180,19 @@ def add_corpus_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="maximum characters per retrieved chunk (default: %(default)s)",
     )
+
+
+def add_vector_store_options(p: argparse.ArgumentParser) -> None:
+    """``--vector-store`` and ``--collection``: passages retrieved from a Milvus collection (with ``--store``)."""
+    g = p.add_argument_group("vector store")
+    g.add_argument(
+        "--vector-store",
+        default=None,
+        metavar="milvus:PATH_OR_URI",
+        help="retrieve the --store's passages from the Milvus collection `nest index --vector-store` filled "
+        "(milvus:FILE.db for Milvus Lite, milvus:http://HOST:19530 for a server or cluster) instead of its own index",
+    )
+    g.add_argument("--collection", default=None, metavar="NAME", help="the Milvus collection (default: nest_chunks)")
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:

@@ -4,8 +4,18 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from nest_integrations.cli.common import Command, add_model_options, load_lm, note, positive_int, read_files, write
+from nest_integrations.cli.common import (
+    Command,
+    UsageError,
+    add_model_options,
+    load_lm,
+    note,
+    positive_int,
+    read_files,
+    write,
+)
 
 __all__ = ["COMMAND", "configure_index", "run_index"]
 
@@ -38,6 +48,14 @@ def configure_index(p: argparse.ArgumentParser) -> None:
         "the passages it retrieved (the paper's way; for a GPU or a huge corpus); cached: on the fly, keeping "
         "recently used passages' keys in memory",
     )
+    p.add_argument(
+        "--vector-store",
+        default=None,
+        metavar="milvus:PATH_OR_URI",
+        help="also keep the chunks in a Milvus collection (the passage stage of `nest ask --vector-store`): "
+        "milvus:FILE.db for Milvus Lite, milvus:http://HOST:19530 for a server or cluster ($MILVUS_TOKEN if it needs one)",
+    )
+    p.add_argument("--collection", default=None, metavar="NAME", help="the Milvus collection (default: nest_chunks)")
     p.add_argument("--rebuild", action="store_true", help="build from scratch even if --out holds a datastore")
     p.add_argument("--prune", action="store_true", help="also delete stored documents that are not in PATH")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,6 +69,7 @@ def run_index(args: argparse.Namespace) -> int:
 
     if args.key_format not in (None, "auto"):
         KeyFormat.parse(args.key_format)  # a typo fails before the model loads
+    milvus = _open_vector_store(args)  # a bad target or a collection of another size fails before anything is written
     documents, chunks = read_files(args.paths, args.chunk_size)
     how = "--dtype"
     if args.dtype is None and not args.rebuild and has_datastore(args.out):
@@ -60,6 +79,8 @@ def run_index(args: argparse.Namespace) -> int:
         how = "the fastest this device supports; --dtype to choose"
     lm = load_lm(args)
     note(f"indexing with {lm.model_id} in {lm.dtype} ({how}) …")
+    fresh = args.rebuild or not has_datastore(args.out)
+    changed: list[str] = []
     store, report = index_documents(
         args.out,
         lm,
@@ -71,13 +92,28 @@ def run_index(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         key_format=args.key_format,
         key_mode=args.key_mode,
+        on_change=lambda kind, doc_id: changed.append(doc_id),
     )
     if store.key_mode == "precomputed":
         keys = f"{store.n_tokens:,} tokens, {store.key_format.name} keys"
     else:
         keys = f"keys {store.key_mode.replace('_', ' ')} (none stored)"
     write(f"{args.out}: {len(store.doc_ids)} documents, {len(store)} chunks, {keys} ({report.summary()})\n")
+    if milvus is not None:
+        synced = milvus.sync(store, None if fresh else changed)
+        write(f"{args.vector_store} collection {milvus.collection}: {synced.summary()}\n")
     return 0
+
+
+def _open_vector_store(args: argparse.Namespace) -> Any:
+    """The ``--vector-store`` collection (checked: schema and vector size), or ``None`` without the option."""
+    if args.vector_store is None:
+        if args.collection is not None:
+            raise UsageError("--collection needs --vector-store")
+        return None
+    from nest_integrations.langchain.vector_stores import DEFAULT_COLLECTION, MilvusChunkStore, parse_vector_store
+
+    return MilvusChunkStore(parse_vector_store(args.vector_store), args.collection or DEFAULT_COLLECTION)
 
 
 COMMAND = Command(

@@ -176,6 +176,8 @@ class MilvusChunkStore:
         self._dim: int | None = None
         # it logs a warning when it cannot make its async client yet (no running event loop): it makes one when
         # an async method is called
+        from pymilvus.exceptions import MilvusException
+
         log = logging.getLogger("langchain_milvus.vectorstores.milvus")
         level = log.level
         log.setLevel(logging.ERROR)
@@ -191,9 +193,11 @@ class MilvusChunkStore:
                 vector_field="vector",
                 consistency_level="Strong",
             )
+            self.check()
+        except MilvusException as exc:
+            raise VectorStoreError(f"cannot use Milvus collection {collection!r} at {self.uri}: {exc}") from exc
         finally:
             log.setLevel(level)
-        self.check()
 
     # ---- state ----------------------------------------------------------------------------------
     @property
