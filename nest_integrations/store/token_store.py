@@ -93,9 +93,13 @@ class TokenStore:
         A chunk is encoded once however many threads ask for it at the same time: the others wait for
         it and find it filled (with ``capacity=0`` each request encodes its own chunks).
         """
+        return self._gather(indices)[0]
+
+    def _gather(self, indices: Sequence[int]) -> tuple[dict[int, ChunkKeys], int]:
+        """(keys of ``indices``, how many chunks this call encoded)."""
         keys = self._keys
         if self.capacity is None and all(i in keys for i in indices):  # the common case, without the lock
-            return {i: keys[i] for i in indices}
+            return {i: keys[i] for i in indices}, 0
         with self._lock:
             out = {i: keys[i] for i in indices if i in keys}
             for i in out:
@@ -106,13 +110,11 @@ class TokenStore:
                 for i, ck in zip(missing, self._encode_fn(missing), strict=True):
                     out[i] = ck
                     self._keep(i, ck)
-            return out
+            return out, len(missing)
 
     def ensure(self, indices: Sequence[int]) -> int:
         """Encode the chunks among ``indices`` that have no keys yet; returns how many this call encoded."""
-        before = self.encoded_chunks
-        self.gather(indices)
-        return self.encoded_chunks - before
+        return self._gather(indices)[1]
 
     def precompute(self) -> None:
         """Encode every chunk now (indexing time)."""
