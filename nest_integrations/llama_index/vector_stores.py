@@ -96,21 +96,19 @@ def milvus_vector_store(
         dim = _embed_dim(embed_model if embed_model is not None else MiniLMEmbedding())
     embedding_field = kwargs.get("embedding_field", "embedding")
     if not overwrite:
+        # not closed: pymilvus shares one connection between the clients of one URI (the store's among them)
         client = MilvusClient(**args)
-        try:
-            if client.has_collection(collection):
-                fields = {f["name"]: f for f in client.describe_collection(collection).get("fields", [])}
-                if embedding_field not in fields:
-                    raise VectorStoreError(
-                        f"collection {collection!r} at {os.fspath(uri)} has no {embedding_field!r} vector field (it "
-                        f"has {', '.join(sorted(fields)) or 'none'}): it was not written by LlamaIndex's "
-                        "MilvusVectorStore; use another collection"
-                    )
-                found = (fields[embedding_field].get("params") or {}).get("dim")
-                if found is not None and int(found) != dim:
-                    raise EmbeddingSizeError(collection, int(found), dim)
-        finally:
-            client.close()
+        if client.has_collection(collection):
+            fields = {f["name"]: f for f in client.describe_collection(collection).get("fields", [])}
+            if embedding_field not in fields:
+                raise VectorStoreError(
+                    f"collection {collection!r} at {os.fspath(uri)} has no {embedding_field!r} vector field (it "
+                    f"has {', '.join(sorted(fields)) or 'none'}): it was not written by LlamaIndex's "
+                    "MilvusVectorStore; use another collection"
+                )
+            found = (fields[embedding_field].get("params") or {}).get("dim")
+            if found is not None and int(found) != dim:
+                raise EmbeddingSizeError(collection, int(found), dim)
     kwargs.setdefault("use_async_client", False)
     kwargs.setdefault("consistency_level", "Strong")
     return MilvusVectorStore(collection_name=collection, dim=dim, overwrite=overwrite, **args, **kwargs)
