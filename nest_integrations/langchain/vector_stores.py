@@ -194,8 +194,13 @@ class MilvusChunkStore:
                 consistency_level="Strong",
             )
             self.check()
+            if self.exists():  # a collection is released when the process that wrote it ends
+                self.client.load_collection(collection)
         except MilvusException as exc:
-            raise VectorStoreError(f"cannot use Milvus collection {collection!r} at {self.uri}: {exc}") from exc
+            hint = ""
+            if "uri" in (args := milvus_connection_args(uri, token)) and "db_name" in args:
+                hint = " (Milvus Lite opens a file in one process at a time: is another process using it?)"
+            raise VectorStoreError(f"cannot use Milvus collection {collection!r} at {self.uri}: {exc}{hint}") from exc
         finally:
             log.setLevel(level)
 

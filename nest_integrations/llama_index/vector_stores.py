@@ -111,7 +111,9 @@ def milvus_vector_store(
                 raise EmbeddingSizeError(collection, int(found), dim)
     kwargs.setdefault("use_async_client", False)
     kwargs.setdefault("consistency_level", "Strong")
-    return MilvusVectorStore(collection_name=collection, dim=dim, overwrite=overwrite, **args, **kwargs)
+    store = MilvusVectorStore(collection_name=collection, dim=dim, overwrite=overwrite, **args, **kwargs)
+    store.client.load_collection(collection)  # a collection is released when the process that wrote it ends
+    return store
 
 
 def index_datastore(datastore: Any, vector_store: Any, *, embed_model: Any = None, store_nodes: bool = False) -> Any:
