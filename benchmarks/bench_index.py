@@ -45,6 +45,29 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _rss_now_mb() -> dict[str, float]:
+    """Resident and anonymous (heap) memory now, and the peak so far, in MB (Linux /proc)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, val = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "VmHWM"):
+            out[key] = int(val.split()[0]) / 1024
+    return out
+
+
+class _RssTrace:
+    """Build events (``build_on_disk``'s ``_on_event``) → memory at that point: where the peak is reached."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.points: list[dict[str, Any]] = []
+
+    def __call__(self, event: str, i: int) -> None:
+        if event == "batch-written" or (event == "batch-committed" and i % 25):
+            return
+        self.points.append({"event": event, "i": i, "s": round(time.perf_counter() - self.t0, 1), **_rss_now_mb()})
+
+
 def _model(name: str, dtype: str) -> Any:
     from nest_integrations import load_model
 
@@ -120,13 +143,20 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="nest-bench-index-"))
     try:
         t = time.perf_counter()
-        store = build_on_disk(tmp / "store", lm, chunks, documents=docs, progress=False, max_tokens=10**9)
+        trace = _RssTrace()
+        trace("start", 0)
+        store = build_on_disk(
+            tmp / "store", lm, chunks, documents=docs, progress=False, max_tokens=10**9, _on_event=trace
+        )
         build_s = time.perf_counter() - t
+        trace("built", 0)
+        out["rss_trace"] = trace.points
         out["peak_rss_build_mb"] = _rss_mb()
         out["tokens"] = store.n_tokens
         out["build_s"] = build_s
         out["build_tok_per_s"] = store.n_tokens / build_s
-        out["formats"] = {"float16": _disk(tmp / "store", store.n_tokens)}
+        out["built_key_format"] = store.key_format.name  # what build_on_disk's "auto" chose
+        out["formats"] = {store.key_format.name: _disk(tmp / "store", store.n_tokens)}
         del store
         t = time.perf_counter()
         Datastore.load(tmp / "store", lm)

@@ -23,10 +23,18 @@ identical to an uninterrupted build. Product-quantised keys are staged as float1
 is trained on a sample and the codes written block by block. Only a complete build becomes a generation
 of the datastore (:func:`~nest_integrations.datastore.persist.write_generation`); until then the directory
 holds no datastore (or still the previous one, on a rebuild).
+
+Memory: the batches come in length order, so their temporaries differ in shape from one batch to the next;
+glibc's allocator keeps the freed blocks and resident memory crept up by ~0.8 GB over 76 batches (300k
+tokens). The free heap is handed back to the system after every batch (``malloc_trim``, where the C library
+has it), which keeps the key stage's growth to the caches of the math library (bounded by their capacity).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import json
 import os
@@ -100,6 +108,23 @@ class _RowFile:
         if self.f is not None:
             self.f.close()
             self.f = None
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None on other C libraries)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (a no-op where the C library cannot)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -183,6 +208,8 @@ def build_on_disk(
             raise store._too_many_tokens()
         toks.append((ids, offs))
     batches = enc.batches(toks)
+    if _on_event:
+        _on_event("tokenized", len(batches))
     dim = lm.hidden_size
     if auto:
         fmt = store.key_format = KeyFormat.auto(dim, n_tokens)
@@ -206,8 +233,11 @@ def build_on_disk(
             state = {"batches": 0, "rows": 0}
             _write_json(stage / "progress.json", state)
         _stream_keys(stage, store, toks, batches, stage_fmt, n_tokens, state, progress, _on_event)
+        if _on_event:
+            _on_event("keys", len(batches))
         if not (stage / "passages.npy").exists():
             emb = _embed_passages([c.text for c in chunk_list])
+            release_free_memory()
             persist._save_npy(stage / "passages.npy.tmp", emb)
             os.replace(stage / "passages.npy.tmp", stage / "passages.npy")
             if _on_event:
@@ -269,7 +299,10 @@ def _stream_keys(
             enc = fmt.encode(np.concatenate(keys) if keys else np.zeros((0, dim), np.float16))
             for name, f in files.items():
                 f.append(enc[name])
-            rows += sum(len(k) for k in keys)
+            n_rows = sum(len(k) for k in keys)
+            rows += n_rows
+            del keys, enc
+            release_free_memory()
             if on_event:
                 on_event("batch-written", b)
             for f in files.values():
@@ -279,7 +312,7 @@ def _stream_keys(
             if on_event:
                 on_event("batch-committed", b)
             if bar is not None:
-                bar.update(sum(len(k) for k in keys))
+                bar.update(n_rows)
     finally:
         for f in files.values():
             f.close()

