@@ -154,6 +154,33 @@ def test_langchain_chat_openai_responses_api_in_an_lcel_chain(server):
     assert "Lady Gaga" in (prompt | llm | StrOutputParser()).invoke({"question": QUESTION})
 
 
+def test_litellm_keeps_the_citations(server, monkeypatch):
+    """litellm's ``openai/`` route (what a litellm proxy or app uses for an OpenAI-compatible server): the
+    annotations and the ``nest`` extension survive, streamed and not, and the spans are exact."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: no fetch of the cost map
+    litellm = pytest.importorskip("litellm")
+    kw = {"model": "openai/nest", "api_base": f"{server.url}/v1", "api_key": KEY, "max_tokens": 64}
+    messages = [{"role": "user", "content": QUESTION}]
+    r = litellm.completion(messages=messages, **kw)
+    msg = r.choices[0].message
+    nest = r.model_dump()["nest"]
+    assert "Lady Gaga" in msg.content and nest["spans"]
+    for s in nest["spans"]:
+        _check_span(s, msg.content)
+    assert [(a["url_citation"]["start_index"], a["url_citation"]["end_index"]) for a in msg.annotations] == [
+        (s["response_start"], s["response_end"]) for s in nest["spans"]
+    ]
+    text, anns = "", []
+    for chunk in litellm.completion(messages=messages, stream=True, **kw):
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            anns += getattr(chunk.choices[0].delta, "annotations", None) or []
+    assert text == msg.content
+    assert [(a["url_citation"]["start_index"], a["url_citation"]["end_index"]) for a in anns] == [
+        (a["url_citation"]["start_index"], a["url_citation"]["end_index"]) for a in msg.annotations
+    ]
+
+
 def test_llama_index_openai_like_under_a_query_engine(server):
     pytest.importorskip("llama_index.llms.openai_like")
     from llama_index.core import Settings, SimpleDirectoryReader, VectorStoreIndex
