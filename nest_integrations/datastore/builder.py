@@ -32,9 +32,6 @@ has it), which keeps the key stage's growth to the caches of the math library (b
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import hashlib
 import json
 import os
@@ -45,6 +42,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from nest_integrations._memory import release_free_memory
 from nest_integrations.chunks import Chunk, Document, validate_chunks
 from nest_integrations.datastore import persist
 from nest_integrations.datastore.datastore import DEFAULT_MAX_TOKENS, Datastore, _embed_passages, chunk_row
@@ -108,23 +106,6 @@ class _RowFile:
         if self.f is not None:
             self.f.close()
             self.f = None
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim`` (None on other C libraries)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (a no-op where the C library cannot)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _write_json(path: Path, obj: Any) -> None:
