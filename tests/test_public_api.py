@@ -85,6 +85,7 @@ def test_datastore_and_store_all_are_pinned():
     assert sorted(ds.__all__) == sorted(
         [
             "Datastore",
+            "DEFAULT_MAX_STREAMED_TOKENS",
             "DEFAULT_MAX_TOKENS",
             "FORMAT_VERSION",
             "SyncReport",

@@ -29,7 +29,8 @@ def configure_index(p: argparse.ArgumentParser) -> None:
         "--max-tokens",
         type=positive_int,
         default=None,
-        help="refuse to compute keys for more tokens than this (default: 2,000,000)",
+        help="refuse to compute keys for more tokens than this (default: 50,000,000 for a new datastore, whose keys "
+        "stream to disk; 2,000,000 for an update)",
     )
     p.add_argument(
         "--key-format",
@@ -64,7 +65,7 @@ def configure_index(p: argparse.ArgumentParser) -> None:
 
 def run_index(args: argparse.Namespace) -> int:
     """Read the files, sync the datastore in ``--out`` with them, print what changed."""
-    from nest_integrations.datastore import DEFAULT_MAX_TOKENS, Datastore, has_datastore, index_documents
+    from nest_integrations.datastore import Datastore, has_datastore, index_documents
     from nest_integrations.store import KeyFormat
 
     if args.key_format not in (None, "auto"):
@@ -88,7 +89,7 @@ def run_index(args: argparse.Namespace) -> int:
         documents,
         rebuild=args.rebuild,
         prune=args.prune,
-        max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS,
+        max_tokens=args.max_tokens,
         progress=not args.quiet,
         key_format=args.key_format,
         key_mode=args.key_mode,

@@ -45,7 +45,13 @@ import numpy as np
 from nest_integrations._memory import release_free_memory
 from nest_integrations.chunks import Chunk, Document, validate_chunks
 from nest_integrations.datastore import persist
-from nest_integrations.datastore.datastore import DEFAULT_MAX_TOKENS, Datastore, _embed_passages, chunk_row
+from nest_integrations.datastore.datastore import (
+    DEFAULT_MAX_STREAMED_TOKENS,
+    DEFAULT_MAX_TOKENS,
+    Datastore,
+    _embed_passages,
+    chunk_row,
+)
 from nest_integrations.errors import DatastoreError, PromptTooLongError
 from nest_integrations.models import LoadedModel
 from nest_integrations.store import KeyFormat
@@ -141,7 +147,7 @@ def build_on_disk(
     documents: Iterable[Document] = (),
     key_layer: int = -2,
     key_format: str | KeyFormat = AUTO_KEY_FORMAT,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int | None = None,
     batch_tokens: int = 4096,
     progress: bool = True,
     _on_event: Callable[[str, int], None] | None = None,
@@ -158,7 +164,9 @@ def build_on_disk(
         chunks: the chunks to index; documents: the original documents, kept for citations' line numbers.
         key_format: ``auto`` (default: :meth:`KeyFormat.auto <nest_integrations.store.KeyFormat.auto>`, product
             quantisation with D/3 codes a token, float16 under 10,000 tokens) | ``float16`` | ``int8`` | ``pq<M>``.
-        max_tokens: refuse corpora with more tokens than this, before computing any key.
+        max_tokens: refuse corpora with more tokens than this, before computing any key (default:
+            ``DEFAULT_MAX_STREAMED_TOKENS``, 50M; the datastore returned keeps it as its cap for in-memory adds,
+            ``DEFAULT_MAX_TOKENS`` when not given).
         batch_tokens: padded tokens per forward batch (part of the plan: changing it restarts the build).
         progress: a progress bar with tokens/s and ETA.
 
@@ -168,6 +176,8 @@ def build_on_disk(
         PromptTooLongError: a chunk longer than the model's context window.
     """
     chunk_list = validate_chunks(chunks)
+    load_cap = max_tokens or DEFAULT_MAX_TOKENS
+    max_tokens = max_tokens or DEFAULT_MAX_STREAMED_TOKENS
     auto = isinstance(key_format, str) and key_format.strip().lower() == AUTO_KEY_FORMAT
     fmt = KeyFormat("float16") if auto else KeyFormat.parse(key_format)
     store = Datastore(lm, chunk_list, key_layer=key_layer, max_tokens=max_tokens, documents=documents, key_format=fmt)
@@ -245,7 +255,7 @@ def build_on_disk(
             f"{root}: cannot write the datastore ({e.strerror or e}{': ' + e.filename if e.filename else ''}); "
             "free disk space or choose another directory, then run the same build again to resume it"
         ) from None
-    return Datastore.load(root, lm, max_tokens=max_tokens)
+    return Datastore.load(root, lm, max_tokens=load_cap)
 
 
 def _stream_keys(

@@ -123,7 +123,7 @@ def index_documents(
     *,
     rebuild: bool = False,
     prune: bool = False,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int | None = None,
     progress: bool = False,
     key_format: str | KeyFormat | None = None,
     key_mode: KeyMode | None = None,
@@ -147,11 +147,14 @@ def index_documents(
 
     Raises:
         DatastoreError: the saved datastore is damaged or was built with another model / dtype; too many
-            tokens to encode (``max_tokens``); pruning would leave it empty.
+            tokens to encode (``max_tokens``: default 2M for an update or an in-memory build, 50M for a new
+            datastore with keys streamed to disk); pruning would leave it empty.
         EmptyCorpusError: ``chunks`` holds no text.
     """
     chunk_list = validate_chunks(chunks)
     doc_list = list(documents)
+    streamed_cap = max_tokens
+    max_tokens = max_tokens or DEFAULT_MAX_TOKENS
     if has_datastore(path) and not rebuild:
         store = Datastore.load(path, lm, max_tokens=max_tokens)
         if key_mode is not None and key_mode != store.key_mode:
@@ -186,7 +189,7 @@ def index_documents(
         lm,
         chunk_list,
         documents=doc_list,
-        max_tokens=max_tokens,
+        max_tokens=streamed_cap,
         progress=progress,
         key_format=key_format or AUTO_KEY_FORMAT,
     )

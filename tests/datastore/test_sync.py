@@ -65,3 +65,25 @@ def test_sync_in_memory_and_its_errors(tiny_lm) -> None:
     report = sync_documents(store, chunks_from_documents([note]), [note], prune=True)
     assert report == SyncReport(added=1, deleted=2)
     assert store.doc_ids == ["x"] and store.documents["x"] == note
+
+
+def test_default_caps_streamed_build_vs_update(tiny_lm, tmp_path: Path, monkeypatch) -> None:
+    """A new datastore (keys streamed to disk) is capped by DEFAULT_MAX_STREAMED_TOKENS, not by the in-memory
+    DEFAULT_MAX_TOKENS; an update (new chunks encoded in memory) by DEFAULT_MAX_TOKENS."""
+    from nest_integrations.datastore import builder, sync
+
+    demo = load_demo_documents()
+    a, b = demo[0], demo[1]
+    monkeypatch.setattr(builder, "DEFAULT_MAX_STREAMED_TOKENS", 50)
+    with pytest.raises(DatastoreError, match="max_tokens"):
+        _index(tmp_path / "small-cap", tiny_lm, [a])
+    assert not has_datastore(tmp_path / "small-cap")
+    monkeypatch.setattr(builder, "DEFAULT_MAX_STREAMED_TOKENS", 10**7)
+    monkeypatch.setattr(builder, "DEFAULT_MAX_TOKENS", 50)
+    monkeypatch.setattr(sync, "DEFAULT_MAX_TOKENS", 50)
+    store, report = _index(tmp_path / "store", tiny_lm, [a])  # far more than 50 tokens: the streamed cap applies
+    assert report.added == 1 and store.n_tokens > 50 and store.max_tokens == 50
+    with pytest.raises(DatastoreError, match="max_tokens"):
+        _index(tmp_path / "store", tiny_lm, [a, b])  # the update encodes b in memory: capped at 50
+    store, report = _index(tmp_path / "store", tiny_lm, [a, b], max_tokens=10**6)  # an explicit cap wins
+    assert report.added == 1
