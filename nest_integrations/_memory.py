@@ -7,12 +7,13 @@ batches. ``malloc_trim(0)`` returns the free pages; it takes a few milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-__all__ = ["release_free_memory"]
+__all__ = ["large_allocations_mapped", "release_free_memory"]
 
 
 @functools.cache
@@ -30,3 +31,38 @@ def release_free_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+_M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
+
+
+@functools.cache
+def _mallopt() -> Callable[[int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def large_allocations_mapped(threshold: int = 1 << 20, after: int = 32 << 20) -> Iterator[None]:
+    """Within the block, allocations of ``threshold`` bytes or more are memory-mapped, so each one goes back to
+    the system when freed instead of fragmenting the heap; afterwards the threshold is ``after`` (glibc's
+    largest dynamic threshold, where a long-running process settles anyway) and the free heap is trimmed.
+
+    Measured on the passage embeddings of 7,696 chunks (MiniLM, batches of 16): the peak over the resident
+    memory before the call grew from +150 MB to +470 MB across the slices without it, stayed at +50–75 MB with
+    it. It costs ~15–20% on the LM's key building (mmap + page faults for every large temporary), so the
+    streamed build uses it for the passage stage only. A no-op where the C library is not glibc.
+    """
+    opt = _mallopt()
+    if opt is None:
+        yield
+        return
+    opt(_M_MMAP_THRESHOLD, int(threshold))
+    try:
+        yield
+    finally:
+        opt(_M_MMAP_THRESHOLD, int(after))
+        release_free_memory()
