@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -19,21 +17,3 @@ def test_release_and_mapped_block_keep_working_and_restore_on_error() -> None:
         raise ValueError("inside")
     b = np.ones((1 << 18,), dtype=np.float64)  # allocations work after the threshold was restored
     assert float(b.sum()) == float(1 << 18)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
-def test_large_blocks_go_back_to_the_system_inside_the_block() -> None:
-    def anon_mb() -> float:
-        for line in open("/proc/self/status"):  # noqa: SIM115
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-        pytest.skip("no RssAnon in /proc/self/status")
-
-    if _memory._mallopt() is None:
-        pytest.skip("not glibc")
-    with _memory.large_allocations_mapped():
-        before = anon_mb()
-        blocks = [np.ones((1 << 20,), dtype=np.float64) for _ in range(32)]  # 256 MiB, touched
-        assert anon_mb() > before + 200
-        del blocks
-        assert anon_mb() < before + 50  # unmapped when freed, without a trim
