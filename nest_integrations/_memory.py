@@ -17,13 +17,17 @@ __all__ = ["large_allocations_mapped", "release_free_memory"]
 
 
 @functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, or None where it cannot be opened."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim`` (None on other C libraries)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
+    return getattr(_libc(), "malloc_trim", None)
 
 
 def release_free_memory() -> None:
@@ -36,13 +40,9 @@ def release_free_memory() -> None:
 _M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
 
 
-@functools.cache
 def _mallopt() -> Callable[[int, int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.mallopt
-    except (OSError, AttributeError):
-        return None
+    """glibc's ``mallopt`` (None on other C libraries)."""
+    return getattr(_libc(), "mallopt", None)
 
 
 @contextlib.contextmanager

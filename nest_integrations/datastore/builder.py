@@ -227,8 +227,7 @@ def build_on_disk(
         if _on_event:
             _on_event("keys", len(batches))
         if not (stage / "passages.npy").exists():
-            emb = _embed_passages([c.text for c in chunk_list])
-            release_free_memory()
+            emb = _embed_passages([c.text for c in chunk_list])  # trims the heap when done
             persist._save_npy(stage / "passages.npy.tmp", emb)
             os.replace(stage / "passages.npy.tmp", stage / "passages.npy")
             if _on_event:
